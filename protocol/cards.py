@@ -1,0 +1,208 @@
+"""Agent cards on a2a-sdk 1.3 (protocol v1.0): building, reading and validating them.
+
+A card advertises JSON-RPC and HTTP+JSON interfaces, streaming, its skills (with tags and
+examples) and, through an A2A extension, how many concurrent sessions the instance accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentExtension,
+    AgentInterface,
+    AgentProvider,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+)
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+
+PROTOCOL_VERSION = "1.0"
+JSONRPC_PATH = "/a2a/jsonrpc"
+REST_PATH = "/a2a/rest"
+CARD_PATH = "/.well-known/agent-card.json"
+#: A2A extension through which an instance declares its session capacity.
+CAPACITY_EXTENSION = "https://scriptorium.dev/a2a/extensions/capacity/v1"
+#: Message metadata key naming the skill a request is for.
+SKILL_METADATA_KEY = "skill"
+BEARER_SCHEME = "bearer"
+
+
+@dataclass(frozen=True)
+class Skill:
+    """One skill an agent offers: what goes into the card's ``skills`` list."""
+
+    id: str
+    name: str
+    description: str
+    tags: Sequence[str] = ()
+    examples: Sequence[str] = ()
+    input_modes: Sequence[str] = ("application/json", "text/plain")
+    output_modes: Sequence[str] = ("application/json", "text/plain")
+
+
+@dataclass(frozen=True)
+class CardSpec:
+    """Everything that makes an agent's card, except where it is served."""
+
+    name: str
+    description: str
+    skills: Sequence[Skill]
+    version: str = "0.1.0"
+    capacity: int = 8
+    streaming: bool = True
+    extra_extensions: Sequence[AgentExtension] = field(default_factory=tuple)
+
+
+class CardError(ValueError):
+    """A card that cannot be used; the message says what is wrong."""
+
+
+def build_agent_card(spec: CardSpec, base_url: str, *, require_token: bool = False) -> AgentCard:
+    """Build the card an agent serves at ``base_url`` + ``/.well-known/agent-card.json``."""
+    base = base_url.rstrip("/")
+    capacity = Struct()
+    capacity.update({"max_sessions": spec.capacity})
+    card = AgentCard(
+        name=spec.name,
+        description=spec.description,
+        version=spec.version,
+        provider=AgentProvider(organization="Scriptorium", url="https://scriptorium.dev"),
+        supported_interfaces=[
+            AgentInterface(
+                url=base + JSONRPC_PATH,
+                protocol_binding="JSONRPC",
+                protocol_version=PROTOCOL_VERSION,
+            ),
+            AgentInterface(
+                url=base + REST_PATH,
+                protocol_binding="HTTP+JSON",
+                protocol_version=PROTOCOL_VERSION,
+            ),
+        ],
+        capabilities=AgentCapabilities(
+            streaming=spec.streaming,
+            push_notifications=False,
+            extensions=[
+                AgentExtension(
+                    uri=CAPACITY_EXTENSION,
+                    description="Concurrent sessions one instance accepts.",
+                    required=False,
+                    params=capacity,
+                ),
+                *spec.extra_extensions,
+            ],
+        ),
+        default_input_modes=["application/json", "text/plain"],
+        default_output_modes=["application/json", "text/plain"],
+        skills=[
+            AgentSkill(
+                id=s.id,
+                name=s.name,
+                description=s.description,
+                tags=list(s.tags),
+                examples=list(s.examples),
+                input_modes=list(s.input_modes),
+                output_modes=list(s.output_modes),
+            )
+            for s in spec.skills
+        ],
+    )
+    if require_token:
+        card.security_schemes[BEARER_SCHEME].CopyFrom(
+            SecurityScheme(
+                http_auth_security_scheme=HTTPAuthSecurityScheme(
+                    scheme="Bearer", description="Token from SCRIPTORIUM_TOKEN."
+                )
+            )
+        )
+        requirement = SecurityRequirement()
+        requirement.schemes[BEARER_SCHEME].SetInParent()
+        card.security_requirements.append(requirement)
+    return card
+
+
+def card_to_dict(card: AgentCard) -> dict[str, Any]:
+    """The card as the JSON object served on the wire."""
+    return json_format.MessageToDict(card)
+
+
+def card_from_dict(data: Any) -> AgentCard:
+    """Parse a card from its JSON form; raises :class:`CardError` with the reason."""
+    if not isinstance(data, dict):
+        raise CardError("an agent card must be a JSON object")
+    card = AgentCard()
+    try:
+        json_format.ParseDict(data, card, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise CardError(f"not an A2A v1.0 agent card: {exc}") from exc
+    return card
+
+
+def card_capacity(card: AgentCard) -> int:
+    """Sessions the instance accepts, from the capacity extension (1 when undeclared)."""
+    for ext in card.capabilities.extensions:
+        if ext.uri == CAPACITY_EXTENSION:
+            value = dict(ext.params).get("max_sessions", 1)
+            return int(value) if isinstance(value, int | float) else 1
+    return 1
+
+
+def card_base_url(card: AgentCard) -> str:
+    """Scheme, host and port the agent is served at (from its first interface)."""
+    if not card.supported_interfaces:
+        raise CardError("the card has no supported_interfaces")
+    parts = urlsplit(card.supported_interfaces[0].url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def interface_url(card: AgentCard, binding: str = "JSONRPC") -> str:
+    """URL of the card's interface for a protocol binding (``JSONRPC`` or ``HTTP+JSON``)."""
+    for interface in card.supported_interfaces:
+        if interface.protocol_binding == binding:
+            return interface.url
+    raise CardError(f"the card offers no {binding} interface")
+
+
+def skill_ids(card: AgentCard) -> list[str]:
+    """The ids of the card's skills, in card order."""
+    return [skill.id for skill in card.skills]
+
+
+def validate_card(card: AgentCard) -> None:
+    """Check what Scriptorium relies on; raises :class:`CardError` naming the first problem."""
+    if not card.name.strip():
+        raise CardError("card.name is empty")
+    if not card.version.strip():
+        raise CardError("card.version is empty")
+    if not card.skills:
+        raise CardError("card.skills is empty: an agent must offer at least one skill")
+    seen: set[str] = set()
+    for skill in card.skills:
+        if not skill.id.strip():
+            raise CardError("a skill has an empty id")
+        if skill.id in seen:
+            raise CardError(f"skill id {skill.id!r} appears twice")
+        seen.add(skill.id)
+    if not card.supported_interfaces:
+        raise CardError("card.supported_interfaces is empty")
+    netlocs = set()
+    for interface in card.supported_interfaces:
+        parts = urlsplit(interface.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CardError(f"interface url {interface.url!r} is not an http(s) URL")
+        if interface.protocol_binding not in ("JSONRPC", "HTTP+JSON", "GRPC"):
+            raise CardError(f"unknown protocol_binding {interface.protocol_binding!r}")
+        netlocs.add(parts.netloc)
+    if len(netlocs) != 1:
+        raise CardError("all interfaces of one instance must share one host:port")
+    if card_capacity(card) < 1:
+        raise CardError("capacity (max_sessions) must be at least 1")

@@ -1,0 +1,72 @@
+"""The Redis key schema: every key Scriptorium writes is named here, and only here.
+
+All keys start with a configurable prefix (``SCRIPTORIUM_REDIS_PREFIX``, default
+``scriptorium``) so several stacks can share one Redis. See ``docs/redis-schema.md``.
+
+=========================================  ======  ==============================================
+key                                        type    holds
+=========================================  ======  ==============================================
+``{p}:agents``                             set     ids of every registered instance
+``{p}:agent:{id}``                         hash    card (JSON), name, url, capacity, leased, load,
+                                                   state, registered_at, last_seen (ms)
+``{p}:skill:{skill}``                      set     ids of instances offering a skill
+``{p}:tag:{tag}``                          set     ids of instances with a skill tagged so
+``{p}:changes``                            stream  change feed: registered, state, deregistered,
+                                                   session events (capped)
+``{p}:sessions``                           zset    session id -> lease expiry (ms)
+``{p}:session:{sid}``                      hash    id, roles, bindings (JSON), created, expires,
+                                                   trace_id, state
+``{p}:session:{sid}:events``               stream  the session's event log (seq, ts, from, to,
+                                                   kind, task_id, payload)
+``{p}:a2a:{agent}:task:{owner}:{task}``    string  an A2A task (protobuf bytes)
+``{p}:a2a:{agent}:tasks:{owner}``          zset    task ids by last update (ms)
+=========================================  ======  ==============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Key names under one prefix."""
+
+    prefix: str = "scriptorium"
+
+    @property
+    def agents(self) -> str:
+        return f"{self.prefix}:agents"
+
+    def agent(self, instance_id: str) -> str:
+        return f"{self.prefix}:agent:{instance_id}"
+
+    def agent_prefix(self) -> str:
+        """What :meth:`agent` puts before the id (Lua scripts build names from it)."""
+        return f"{self.prefix}:agent:"
+
+    def skill(self, skill_id: str) -> str:
+        return f"{self.prefix}:skill:{skill_id}"
+
+    def tag(self, tag: str) -> str:
+        return f"{self.prefix}:tag:{tag}"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.prefix}:changes"
+
+    @property
+    def sessions(self) -> str:
+        return f"{self.prefix}:sessions"
+
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{session_id}"
+
+    def session_events(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{session_id}:events"
+
+    def task(self, agent: str, owner: str, task_id: str) -> str:
+        return f"{self.prefix}:a2a:{agent}:task:{owner}:{task_id}"
+
+    def task_index(self, agent: str, owner: str) -> str:
+        return f"{self.prefix}:a2a:{agent}:tasks:{owner}"
