@@ -189,6 +189,8 @@ def validate_card(card: AgentCard) -> None:
     for skill in card.skills:
         if not skill.id.strip():
             raise CardError("a skill has an empty id")
+        if not skill.tags:
+            raise CardError(f"skill {skill.id!r} has no tags (A2A requires at least one)")
         if skill.id in seen:
             raise CardError(f"skill id {skill.id!r} appears twice")
         seen.add(skill.id)

@@ -9,17 +9,35 @@ Fixtures
                    free port (no persistence), stopped at the end of the session.
 ``redis_prefix``   a key prefix unique to the test, so tests never see each other's keys.
 ``redis``          a ``redis.asyncio.Redis`` on ``redis_url``; the test's keys are deleted after.
+``stack_factory``  starts the registry and chosen agents as real processes on free ports,
+                   waits until they are registered and healthy, stops them at the end.
+``stack``          the whole stack (registry + five agents), shared by the session.
+``a2a_http``       an httpx client for A2A calls (timeouts on, ``A2A-Version: 1.0``).
+
+Helpers: :func:`running_agent` runs an agent built from a card and handlers inside the test's
+event loop over real HTTP; :func:`serve_app` does the same for any ASGI app.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+import uvicorn
 
+from agents.scaffold.app import AgentParts, create_agent_app
+from agents.scaffold.settings import AgentSettings
+from protocol.client import http_client
+from protocol.settings import AGENT_NAMES, CommonSettings
+from scriptorium.launcher import Stack
 from scriptorium.valkey import start_valkey
 
 
@@ -54,3 +72,107 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Red
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+# --- serving apps and stacks -----------------------------------------------------------------
+
+
+def _loopback_socket(host: str) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def _serve_on(app: Any, sock: socket.socket) -> AsyncIterator[None]:
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server stopped before it started")
+            await asyncio.sleep(0.01)
+        yield
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL.
+
+    The app runs in the caller's event loop, with its lifespan, over real HTTP.
+    """
+    sock = _loopback_socket(host)
+    async with _serve_on(app, sock):
+        yield f"http://{host}:{sock.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    parts: AgentParts, settings: AgentSettings, *, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """Run one agent (card + handlers) in this event loop over real HTTP; yields its URL."""
+    sock = _loopback_socket(host)
+    base_url = f"http://{host}:{sock.getsockname()[1]}"
+    async with _serve_on(create_agent_app(parts, settings, base_url), sock):
+        yield base_url
+
+
+StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture(scope="session")
+def stack_factory(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StackFactory]:
+    """Start stacks of real processes (registry + agents) on free ports; all stopped at the end.
+
+    ``stack_factory(agents=("retriever",), env={...}, heartbeat_interval_s=0.5)`` returns a
+    started :class:`~scriptorium.launcher.Stack` whose agents are registered and healthy.
+    """
+    stacks: list[Stack] = []
+
+    def start(
+        agents: Sequence[str] = AGENT_NAMES,
+        *,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 90.0,
+        **overrides: Any,
+    ) -> Stack:
+        settings = CommonSettings(
+            **{
+                "redis_url": redis_url,
+                "redis_prefix": f"test-{uuid.uuid4().hex[:12]}",
+                "data_dir": tmp_path_factory.mktemp("stack"),
+                "heartbeat_interval_s": 0.5,
+                "heartbeat_ttl_s": 3.0,
+                **overrides,
+            }
+        )
+        stack = Stack(settings, agents=agents, ephemeral=True, persist=False, env=env)
+        stacks.append(stack)
+        stack.start()
+        stack.wait_healthy(timeout_s)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(stack_factory: StackFactory) -> Stack:
+    """The whole stack (registry + five agents), shared by the test session."""
+    return stack_factory()
+
+
+@pytest.fixture
+async def a2a_http() -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client for A2A calls (timeouts on, ``A2A-Version: 1.0``)."""
+    async with http_client(request_timeout_s=60.0) as http:
+        yield http

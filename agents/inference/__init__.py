@@ -1,0 +1,1 @@
+"""The inference agent: serves the language model through vLLM."""

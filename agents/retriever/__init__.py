@@ -1,0 +1,1 @@
+"""The retriever (librarian): ingests documents into the shared store and searches it."""

@@ -1,0 +1,218 @@
+"""The agent scaffold: one function builds an A2A server from a card spec and skill handlers.
+
+Every agent gets the same surface: the card at ``/.well-known/agent-card.json``, JSON-RPC at
+``/a2a/jsonrpc``, HTTP+JSON at ``/a2a/rest``, ``/healthz`` and ``/metrics``; a Redis-backed
+task store; and self-registration with heartbeats for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import uvicorn
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import (
+    add_a2a_routes_to_fastapi,
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
+from a2a.types import AgentCard
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.routing import BaseRoute
+
+from agents.scaffold.executor import SkillExecutor, SkillHandler
+from agents.scaffold.presence import Presence
+from agents.scaffold.settings import AgentSettings
+from agents.scaffold.task_store import RedisTaskStore
+from protocol.cards import CARD_PATH, JSONRPC_PATH, REST_PATH, CardSpec, build_agent_card
+from registry.keys import RedisKeys
+from registry.registry import Registry
+from registry.settings import RegistrySettings
+
+log = logging.getLogger(__name__)
+
+Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+OPEN_PATHS = frozenset({CARD_PATH, "/healthz", "/metrics"})
+
+
+@dataclass
+class AgentParts:
+    """What an agent package supplies: its card, its skill handlers, and optional extras."""
+
+    card: CardSpec
+    handlers: Mapping[str, SkillHandler]
+    lifespan: Lifespan | None = None
+    routes: Sequence[BaseRoute] = field(default_factory=tuple)
+
+
+class RedisRequired(RuntimeError):
+    """Agents keep their tasks in Redis; without a URL they cannot start."""
+
+
+def redis_client(settings: AgentSettings) -> aioredis.Redis:
+    """A Redis client with timeouts from settings; errors say how to fix a missing URL."""
+    if not settings.redis_url:
+        raise RedisRequired(
+            "REDIS_URL is not set. Start the whole stack with `scriptorium up` "
+            "(it runs an embedded Valkey) or point REDIS_URL at a Redis/Valkey server."
+        )
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+    )
+
+
+def create_agent_app(
+    parts: AgentParts,
+    settings: AgentSettings,
+    base_url: str,
+    *,
+    redis: aioredis.Redis | None = None,
+) -> FastAPI:
+    """Build the FastAPI app of one agent instance served at ``base_url``."""
+    spec = parts.card
+    if settings.capacity is not None:
+        spec = CardSpec(**{**spec.__dict__, "capacity": settings.capacity})
+    card = build_agent_card(spec, base_url, require_token=settings.token is not None)
+    client = redis if redis is not None else redis_client(settings)
+    keys = RedisKeys(settings.redis_prefix)
+    executor = SkillExecutor(spec.name, parts.handlers)
+    task_store = RedisTaskStore(client, spec.name, keys=keys, retention_s=settings.task_retention_s)
+    handler = DefaultRequestHandler(executor, task_store, card)
+    registry = Registry(client, RegistrySettings(**settings.model_dump()), keys=keys)
+    presence = Presence(
+        registry,
+        card,
+        instance_id=settings.instance_id,
+        interval_s=settings.heartbeat_interval_s,
+        load=lambda: executor.in_flight,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if parts.lifespan is not None:
+                await stack.enter_async_context(parts.lifespan())
+            presence.start()
+            log.info("agent started", extra={"agent": spec.name, "url": base_url})
+            try:
+                yield
+            finally:
+                await presence.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(handler.aclose(), settings.graceful_shutdown_s)
+                if redis is None:
+                    await client.aclose()
+
+    app = FastAPI(title=f"Scriptorium {spec.name}", version=spec.version, lifespan=lifespan)
+    app.state.card = card
+    app.state.executor = executor
+    app.state.presence = presence
+    _add_guards(app, settings)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            return JSONResponse(
+                {"status": "degraded", "redis": str(exc), "registered": presence.registered},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "agent": spec.name,
+                "registered": presence.registered,
+                "in_flight": executor.in_flight,
+            }
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.router.routes.extend(parts.routes)
+    add_a2a_routes_to_fastapi(
+        app,
+        agent_card_routes=create_agent_card_routes(card),
+        jsonrpc_routes=create_jsonrpc_routes(handler, rpc_url=JSONRPC_PATH),
+        rest_routes=create_rest_routes(handler, path_prefix=REST_PATH),
+    )
+    return app
+
+
+def _add_guards(app: FastAPI, settings: AgentSettings) -> None:
+    """Reject oversize bodies (413) and, with a token configured, unauthenticated calls (401)."""
+    expected = settings.auth_headers().get("Authorization")
+
+    @app.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
+            return JSONResponse(
+                {
+                    "error": f"request body of {length} bytes exceeds the limit of "
+                    f"{settings.max_request_bytes} (SCRIPTORIUM_MAX_REQUEST_BYTES)"
+                },
+                status_code=413,
+            )
+        if (
+            expected
+            and request.url.path not in OPEN_PATHS
+            and request.headers.get("authorization") != expected
+        ):
+            return JSONResponse(
+                {"error": "missing or wrong bearer token (SCRIPTORIUM_TOKEN)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket; port 0 picks a free port (read it from the socket)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve_agent(parts: AgentParts, settings: AgentSettings, *, port: int) -> None:
+    """Serve one agent until SIGINT/SIGTERM; ``port=0`` picks a free port."""
+    sock = bind_socket(settings.host, port)
+    bound_port = sock.getsockname()[1]
+    base_url = f"http://{settings.public_host}:{bound_port}"
+    app = create_agent_app(parts, settings, base_url)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    await server.serve(sockets=[sock])
+
+
+def card_of(app: FastAPI) -> AgentCard:
+    """The card an app built by :func:`create_agent_app` serves."""
+    card: AgentCard = app.state.card
+    return card

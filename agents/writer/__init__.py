@@ -1,0 +1,1 @@
+"""The writer (scribe): drafts cited answers from passages and revises them on feedback."""

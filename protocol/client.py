@@ -1,0 +1,161 @@
+"""Calling agents over A2A: an httpx client with timeouts and auth, and skill calls.
+
+Create one :func:`http_client` per process and one A2A ``Client`` per agent (by card, so
+no card fetch happens per call), then use :func:`call_skill`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from a2a.client import Client, ClientConfig, create_client
+from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
+from a2a.server.tasks.task_manager import append_artifact_to_task
+from a2a.types import (
+    AgentCard,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    Task,
+    TaskState,
+)
+from google.protobuf.struct_pb2 import Struct
+from pydantic import BaseModel
+
+from protocol.cards import SKILL_METADATA_KEY
+
+A2A_VERSION_HEADER = "A2A-Version"
+TERMINAL_STATES = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
+
+UpdateCallback = Callable[[StreamResponse, Task], Awaitable[None]]
+
+
+class SkillFailed(RuntimeError):
+    """A skill call ended in a state other than completed; carries the final task."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        state = TaskState.Name(task.status.state)
+        reason = get_message_text(task.status.message) if task.status.HasField("message") else ""
+        super().__init__(f"task {task.id} ended {state}: {reason or 'no reason given'}")
+
+
+def http_client(
+    *,
+    connect_timeout_s: float = 3.0,
+    request_timeout_s: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client for A2A calls: timeouts always on, optional auth headers."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(request_timeout_s, connect=connect_timeout_s),
+        headers={A2A_VERSION_HEADER: "1.0", **(headers or {})},
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+    )
+
+
+async def open_client(
+    agent: str | AgentCard, http: httpx.AsyncClient, *, streaming: bool = True
+) -> Client:
+    """An A2A client for an agent given by base URL (fetches its card) or by card."""
+    config = ClientConfig(
+        streaming=streaming,
+        httpx_client=http,
+        supported_protocol_bindings=["JSONRPC", "HTTP+JSON"],
+    )
+    return await create_client(agent, client_config=config)
+
+
+def skill_message(
+    skill: str,
+    payload: BaseModel | dict[str, Any] | str,
+    *,
+    context_id: str | None = None,
+    task_id: str | None = None,
+) -> SendMessageRequest:
+    """A SendMessage request for ``skill`` carrying ``payload`` as a data (or text) part."""
+    if isinstance(payload, str):
+        part: Part = new_text_part(payload)
+    elif isinstance(payload, BaseModel):
+        part = new_data_part(payload.model_dump(mode="json"))
+    else:
+        part = new_data_part(payload)
+    metadata = Struct()
+    metadata.update({SKILL_METADATA_KEY: skill})
+    message = Message(
+        role=Role.ROLE_USER,
+        parts=[part],
+        message_id=uuid.uuid4().hex,
+        context_id=context_id or "",
+        task_id=task_id or "",
+        metadata=metadata,
+    )
+    return SendMessageRequest(message=message)
+
+
+async def call_skill(
+    client: Client,
+    skill: str,
+    payload: BaseModel | dict[str, Any] | str,
+    *,
+    context_id: str | None = None,
+    on_update: UpdateCallback | None = None,
+) -> Task:
+    """Send a skill request, follow its stream, and return the completed task.
+
+    Raises :class:`SkillFailed` when the task fails, is canceled or rejected.
+    """
+    task: Task | None = None
+    async for event in client.send_message(skill_message(skill, payload, context_id=context_id)):
+        task = _apply(task, event)
+        if on_update is not None and task is not None:
+            await on_update(event, task)
+    if task is None:
+        raise RuntimeError(f"skill {skill!r} answered with no task")
+    if task.status.state != TaskState.TASK_STATE_COMPLETED:
+        raise SkillFailed(task)
+    return task
+
+
+def _apply(task: Task | None, event: StreamResponse) -> Task | None:
+    """Fold one stream event into the task it belongs to."""
+    if event.HasField("task"):
+        return event.task
+    if event.HasField("message"):
+        message_task = Task(id=event.message.task_id, context_id=event.message.context_id)
+        message_task.status.state = TaskState.TASK_STATE_COMPLETED
+        message_task.status.message.CopyFrom(event.message)
+        return message_task
+    if task is None:
+        task = Task()
+    if event.HasField("status_update"):
+        update = event.status_update
+        task.id, task.context_id = update.task_id, update.context_id
+        task.status.CopyFrom(update.status)
+    elif event.HasField("artifact_update"):
+        append_artifact_to_task(task, event.artifact_update)
+    return task
+
+
+def task_data(task: Task) -> list[Any]:
+    """Every data part of the task's artifacts, in order."""
+    return [data for artifact in task.artifacts for data in get_data_parts(artifact.parts)]
+
+
+def task_text(task: Task) -> str:
+    """The text parts of the task's artifacts, joined."""
+    return "".join(
+        part.text for artifact in task.artifacts for part in artifact.parts if part.HasField("text")
+    )

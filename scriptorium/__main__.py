@@ -1,0 +1,5 @@
+"""``python -m scriptorium`` runs the CLI."""
+
+from scriptorium.cli import app
+
+app()

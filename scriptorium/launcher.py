@@ -1,0 +1,221 @@
+"""Starting Scriptorium: one component in this process, or a whole stack of subprocesses.
+
+The :class:`Stack` is what ``scriptorium up`` and the test harness run: an embedded Valkey
+when no REDIS_URL is given, the registry, and the agents, each its own process. Stopping it
+(Ctrl-C, SIGTERM, or :meth:`Stack.stop`) leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agents.scaffold.app import AgentParts, serve_agent
+from agents.scaffold.settings import AgentSettings
+from protocol.settings import AGENT_NAMES, CommonSettings
+from registry.settings import RegistrySettings
+from scriptorium.valkey import start_valkey
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says which part and where its log is."""
+
+
+def load_agent(name: str, settings: AgentSettings) -> AgentParts:
+    """Import an agent package and build its parts."""
+    if name not in AGENT_NAMES:
+        raise StackError(f"unknown agent {name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    module = importlib.import_module(f"agents.{name}.agent")
+    parts: AgentParts = module.build(settings)
+    return parts
+
+
+def run_agent(name: str, port: int) -> None:
+    """Serve one agent in this process until interrupted."""
+    settings = AgentSettings()
+    asyncio.run(serve_agent(load_agent(name, settings), settings, port=port))
+
+
+def run_registry(host: str, port: int) -> None:
+    """Serve the registry's discovery endpoint in this process until interrupted."""
+    from registry.api import serve
+
+    asyncio.run(serve(RegistrySettings(), host=host, port=port))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: have the kernel send SIGTERM to the child if this process dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Stack:
+    """Valkey (unless REDIS_URL is given), the registry and agents as subprocesses.
+
+    Ports: ``base_port`` + the component's offset, or ``ephemeral=True`` for free ports
+    (agents then bind port 0 and are found through the registry).
+    """
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        agents: Sequence[str] = AGENT_NAMES,
+        ephemeral: bool = False,
+        persist: bool = True,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.agents = list(agents)
+        self.ephemeral = ephemeral
+        self.persist = persist
+        self.extra_env = env or {}
+        self.log_dir = log_dir or settings.data_dir / "logs"
+        self.redis_url = settings.redis_url
+        self.registry_url = ""
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._valkey: Any = None
+
+    def start(self) -> None:
+        """Start every component (does not wait for registration)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.redis_url:
+            data = self.settings.data_dir / "valkey" if self.persist else None
+            self._valkey = start_valkey(data)
+            self.redis_url = self._valkey.connection_url
+        host = self.settings.public_host
+        registry_port = free_port(host) if self.ephemeral else self.settings.port_of("registry")
+        self.registry_url = f"http://{host}:{registry_port}"
+        self._spawn("registry", ["registry", "--port", str(registry_port)])
+        for name in self.agents:
+            port = 0 if self.ephemeral else self.settings.port_of(name)
+            self._spawn(name, ["agent", name, "--port", str(port)])
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        env = {
+            **os.environ,
+            **self.extra_env,
+            "REDIS_URL": self.redis_url or "",
+            "SCRIPTORIUM_REGISTRY_URL": self.registry_url,
+            "SCRIPTORIUM_REDIS_PREFIX": self.settings.redis_prefix,
+            "SCRIPTORIUM_HOST": self.settings.host,
+            "SCRIPTORIUM_DATA_DIR": str(self.settings.data_dir),
+            "SCRIPTORIUM_HEARTBEAT_INTERVAL_S": str(self.settings.heartbeat_interval_s),
+            "SCRIPTORIUM_HEARTBEAT_TTL_S": str(self.settings.heartbeat_ttl_s),
+        }
+        if self.settings.token is not None:
+            env["SCRIPTORIUM_TOKEN"] = self.settings.token.get_secret_value()
+        log_file = (self.log_dir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "scriptorium", *args],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log_file.close()
+
+    def agents_json(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+        """``GET /agents`` from the registry."""
+        response = httpx.get(
+            f"{self.registry_url}/agents", timeout=timeout_s, headers=self.settings.auth_headers()
+        )
+        response.raise_for_status()
+        records: list[dict[str, Any]] = response.json()
+        return records
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Wait until every agent is registered and healthy; raise with the logs' location."""
+        deadline = time.monotonic() + timeout_s
+        wanted = set(self.agents)
+        records: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                records = self.agents_json()
+            except httpx.HTTPError:
+                records = []
+            healthy = {r["name"] for r in records if r["state"] == "healthy"}
+            if wanted <= healthy:
+                return records
+            time.sleep(0.1)
+        missing = ", ".join(
+            sorted(wanted - {r["name"] for r in records if r["state"] == "healthy"})
+        )
+        raise StackError(
+            f"not healthy after {timeout_s:.0f}s: {missing or 'registry'}; logs in {self.log_dir}"
+        )
+
+    def _check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise StackError(
+                    f"{name} exited with code {process.returncode}; "
+                    f"see {self.log_dir / (name + '.log')}"
+                )
+
+    def url_of(self, agent: str) -> str:
+        """Base URL of a (healthy) agent, as registered."""
+        for record in self.agents_json():
+            if record["name"] == agent and record["state"] == "healthy":
+                return str(record["url"])
+        raise StackError(f"agent {agent!r} is not registered and healthy")
+
+    def stop_component(self, name: str, timeout_s: float = 15.0) -> int | None:
+        """Stop one component gracefully (SIGTERM, then SIGKILL); returns its exit code."""
+        process = self.processes.get(name)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing it", name, timeout_s)
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop agents first, then the registry, then Valkey."""
+        for name in list(self.processes)[::-1]:
+            self.stop_component(name, timeout_s)
+        if self._valkey is not None:
+            self._valkey.stop()
+            self._valkey = None
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,120 @@
+"""The five agents as real processes: registered, discoverable, and honest about missing skills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+from a2a.types import TaskState
+
+from protocol.cards import CARD_PATH
+from protocol.client import SkillFailed, call_skill, open_client
+from protocol.settings import AGENT_NAMES
+from scriptorium.launcher import Stack
+
+EXPECTED_SKILLS = {
+    "orchestrator": ["answer"],
+    "retriever": ["search", "ingest"],
+    "writer": ["write"],
+    "critic": ["critique"],
+    "inference": ["generate"],
+}
+
+
+def test_all_five_agents_are_healthy_with_their_skills(stack: Stack) -> None:
+    records = {r["name"]: r for r in stack.agents_json()}
+    assert set(records) == set(AGENT_NAMES)
+    for name, record in records.items():
+        assert record["state"] == "healthy"
+        assert record["skills"] == EXPECTED_SKILLS[name]
+        served = httpx.get(record["url"] + CARD_PATH, timeout=5).json()
+        assert served == record["card"]
+
+
+def test_discovery_by_skill_and_tag(stack: Stack) -> None:
+    by_skill = httpx.get(f"{stack.registry_url}/agents", params={"skill": "search"}, timeout=5)
+    assert [r["name"] for r in by_skill.json()] == ["retriever"]
+    by_tag = httpx.get(f"{stack.registry_url}/agents", params={"tag": "citations"}, timeout=5)
+    assert sorted(r["name"] for r in by_tag.json()) == ["critic", "orchestrator", "writer"]
+
+
+@pytest.mark.parametrize(("agent", "skill"), [("retriever", "search"), ("inference", "generate")])
+async def test_unbuilt_skills_fail_and_say_so(
+    stack: Stack, a2a_http: httpx.AsyncClient, agent: str, skill: str
+) -> None:
+    client = await open_client(stack.url_of(agent), a2a_http)
+    with pytest.raises(SkillFailed) as caught:
+        await call_skill(client, skill, {"query": "x"})
+    assert caught.value.task.status.state == TaskState.TASK_STATE_FAILED
+    assert "not built yet" in str(caught.value)
+
+
+def _free_base_port() -> int:
+    for _ in range(50):
+        base = 20_000 + (os.getpid() * 7 + int(time.time() * 1000)) % 30_000
+        try:
+            socks = []
+            for offset in range(6):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", base + offset))
+                socks.append(sock)
+            return base
+        except OSError:
+            time.sleep(0.01)
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no six consecutive free ports")
+
+
+def test_up_starts_everything_and_ctrl_c_leaves_nothing_running(
+    redis_url: str, tmp_path: object
+) -> None:
+    base = _free_base_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SCRIPTORIUM_REDIS_PREFIX": f"up-{base}",
+        "SCRIPTORIUM_HEARTBEAT_INTERVAL_S": "0.5",
+        "SCRIPTORIUM_DATA_DIR": str(tmp_path),
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "scriptorium", "up", "--base-port", str(base), "--no-live"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        healthy: set[str] = set()
+        while time.monotonic() < deadline and healthy != set(AGENT_NAMES):
+            assert up.poll() is None, up.stdout.read().decode() if up.stdout else ""
+            try:
+                records = httpx.get(f"http://127.0.0.1:{base}/agents", timeout=2).json()
+                healthy = {r["name"] for r in records if r["state"] == "healthy"}
+                ports = {r["name"]: int(r["url"].rsplit(":", 1)[1]) for r in records}
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert healthy == set(AGENT_NAMES)
+        assert ports == {name: base + 1 + i for i, name in enumerate(AGENT_NAMES)}
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert len(children) >= 6
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, output.decode()
+    assert "nothing left running" in output.decode()
+    _gone, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{base}/healthz", timeout=2)
