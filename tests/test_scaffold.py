@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 from a2a.client import A2ACardResolver, Client
 from a2a.types import CancelTaskRequest, GetTaskRequest, TaskState
+from pydantic import SecretStr
 
 from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import SkillCall, SkillError
@@ -22,6 +22,7 @@ from registry.keys import RedisKeys
 from registry.registry import Registry
 from registry.settings import RegistrySettings
 from scriptorium.testing import running_agent
+from tests.conftest import RestartableValkey
 
 SLOW_STARTED = asyncio.Event()
 SLOW_CANCELLED = asyncio.Event()
@@ -250,7 +251,7 @@ async def test_unknown_task_is_a_clear_error(client: Client) -> None:
 async def test_oversize_body_is_refused(tester: str, a2a_http: httpx.AsyncClient) -> None:
     response = await a2a_http.post(tester + JSONRPC_PATH, content=b"x" * (65 * 1024))
     assert response.status_code == 413
-    assert "SCRIPTORIUM_MAX_REQUEST_BYTES" in response.json()["error"]
+    assert "SCRIPTORIUM_MAX_REQUEST_BYTES" in response.json()["detail"]
 
 
 async def test_token_is_required_when_configured(
@@ -296,3 +297,44 @@ async def test_agent_registers_itself_and_deregisters_on_stop(
         assert [r.url for r in found] == [url]
         assert found[0].capacity == 3
     assert await registry.discover(skill="echo") == []
+
+
+async def test_agent_survives_a_redis_outage_and_registers_again(
+    own_valkey: RestartableValkey, a2a_http: httpx.AsyncClient
+) -> None:
+    settings = AgentSettings(
+        redis_url=own_valkey.url,
+        redis_prefix="outage",
+        heartbeat_interval_s=0.2,
+        heartbeat_ttl_s=1.0,
+        redis_timeout_s=0.5,
+    )
+    keys = RedisKeys("outage")
+
+    async def registered(url: str) -> bool:
+        client = aioredis.from_url(url)
+        registry = Registry(client, RegistrySettings(**settings.model_dump()), keys=keys)
+        try:
+            return [r.name for r in await registry.discover(skill="echo")] == ["tester"]
+        finally:
+            await client.aclose()
+
+    async with running_agent(TESTER, settings) as url:
+        for _ in range(100):
+            if await registered(own_valkey.url):
+                break
+            await asyncio.sleep(0.05)
+        own_valkey.stop()
+        health = await a2a_http.get(url + "/healthz")
+        assert health.status_code == 503
+        own_valkey.start()
+        back = False
+        for _ in range(100):
+            if await registered(own_valkey.url):
+                back = True
+                break
+            await asyncio.sleep(0.1)
+        assert back, "the agent did not register again after Redis came back"
+        assert (await a2a_http.get(url + "/healthz")).status_code == 200
+        task = await call_skill(await open_client(url, a2a_http), "echo", "after")
+        assert task_data(task) == [{"echo": "after"}]

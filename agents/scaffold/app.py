@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 import uvicorn
+from a2a.server.agent_execution import SimpleRequestContextBuilder
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import (
     add_a2a_routes_to_fastapi,
@@ -25,7 +26,7 @@ from a2a.server.routes import (
     create_rest_routes,
 )
 from a2a.types import AgentCard
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
@@ -36,6 +37,7 @@ from agents.scaffold.presence import Presence
 from agents.scaffold.settings import AgentSettings
 from agents.scaffold.task_store import RedisTaskStore
 from protocol.cards import CARD_PATH, JSONRPC_PATH, REST_PATH, CardSpec, build_agent_card
+from protocol.http import BearerAuthMiddleware, BodyLimitMiddleware
 from registry.keys import RedisKeys
 from registry.registry import Registry
 from registry.settings import RegistrySettings
@@ -91,7 +93,14 @@ def create_agent_app(
     keys = RedisKeys(settings.redis_prefix)
     executor = SkillExecutor(spec.name, parts.handlers)
     task_store = RedisTaskStore(client, spec.name, keys=keys, retention_s=settings.task_retention_s)
-    handler = DefaultRequestHandler(executor, task_store, card)
+    handler = DefaultRequestHandler(
+        executor,
+        task_store,
+        card,
+        request_context_builder=SimpleRequestContextBuilder(
+            task_id_generator=task_store.id_generator()
+        ),
+    )
     registry = Registry(client, RegistrySettings(**settings.model_dump()), keys=keys)
     presence = Presence(
         registry,
@@ -114,6 +123,8 @@ def create_agent_app(
                 await presence.stop()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(handler.aclose(), settings.graceful_shutdown_s)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task_store.flush(), settings.graceful_shutdown_s)
                 if redis is None:
                     await client.aclose()
 
@@ -157,32 +168,13 @@ def create_agent_app(
 
 def _add_guards(app: FastAPI, settings: AgentSettings) -> None:
     """Reject oversize bodies (413) and, with a token configured, unauthenticated calls (401)."""
-    expected = settings.auth_headers().get("Authorization")
-
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
-            return JSONResponse(
-                {
-                    "error": f"request body of {length} bytes exceeds the limit of "
-                    f"{settings.max_request_bytes} (SCRIPTORIUM_MAX_REQUEST_BYTES)"
-                },
-                status_code=413,
-            )
-        if (
-            expected
-            and request.url.path not in OPEN_PATHS
-            and request.headers.get("authorization") != expected
-        ):
-            return JSONResponse(
-                {"error": "missing or wrong bearer token (SCRIPTORIUM_TOKEN)"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
+    if settings.token is not None:
+        app.add_middleware(
+            BearerAuthMiddleware,
+            token=settings.token.get_secret_value(),
+            open_paths=OPEN_PATHS,
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -1,28 +1,26 @@
-"""Benchmarks: ``scriptorium bench NAME`` runs one and prints its JSON as the last line.
-
-Each benchmark measures the things it compares side by side in one run, because the
-machines are shared and noisy; ratios are the figures to trust.
-"""
+"""Benchmarks of Scriptorium components; each module exposes ``async def run() -> dict``."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import importlib
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-
-async def _registry() -> dict[str, Any]:
-    from scriptorium.bench.registry import run
-
-    return dict(await run())
+Benchmark = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
-async def _a2a_hop() -> dict[str, Any]:
-    from scriptorium.bench.a2a_hop import run
+def _lazy(module: str) -> Benchmark:
+    """The module's ``run``, imported only when the benchmark runs."""
 
-    return dict(await run())
+    async def run() -> Mapping[str, Any]:
+        result: Mapping[str, Any] = await importlib.import_module(module).run()
+        return result
+
+    return run
 
 
-BENCHMARKS: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
-    "registry": _registry,
-    "a2a-hop": _a2a_hop,
+#: Benchmark name (``scriptorium bench <name>``) -> its ``run`` coroutine function.
+BENCHMARKS: dict[str, Benchmark] = {
+    "registry": _lazy("scriptorium.bench.registry"),
+    "a2a-hop": _lazy("scriptorium.bench.a2a_hop"),
 }

@@ -41,7 +41,7 @@ WARMUP = 50
 ECHO = CardSpec(
     name="echo",
     description="Echoes its input (benchmark).",
-    skills=[Skill(id="echo", name="Echo", description="Returns the request's text.")],
+    skills=[Skill(id="echo", name="Echo", description="Returns the request text.", tags=["bench"])],
 )
 
 
