@@ -132,7 +132,8 @@ def build_agent_card(spec: CardSpec, base_url: str, *, require_token: bool = Fal
 
 def card_to_dict(card: AgentCard) -> dict[str, Any]:
     """The card as the JSON object served on the wire."""
-    return json_format.MessageToDict(card)
+    data: dict[str, Any] = json_format.MessageToDict(card)
+    return data
 
 
 def card_from_dict(data: Any) -> AgentCard:
@@ -168,7 +169,7 @@ def interface_url(card: AgentCard, binding: str = "JSONRPC") -> str:
     """URL of the card's interface for a protocol binding (``JSONRPC`` or ``HTTP+JSON``)."""
     for interface in card.supported_interfaces:
         if interface.protocol_binding == binding:
-            return interface.url
+            return str(interface.url)
     raise CardError(f"the card offers no {binding} interface")
 
 

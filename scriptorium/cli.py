@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -198,7 +199,12 @@ def bench(
     configure_logging("WARNING", as_json=False)
     if not as_json:
         console.print(f"running benchmark {name!r} ...")
-    result = asyncio.run(BENCHMARKS[name]())
+    benchmark = BENCHMARKS[name]
+
+    async def measure() -> Mapping[str, Any]:
+        return await benchmark()
+
+    result = asyncio.run(measure())
     print(json.dumps(result))
 
 

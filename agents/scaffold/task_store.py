@@ -38,7 +38,7 @@ from a2a.utils.task import (
 from redis.exceptions import RedisError
 
 from registry.keys import RedisKeys
-from registry.redisio import Script
+from registry.redisio import Script, text
 
 ANONYMOUS = "anonymous"
 #: States after which the executor waits for someone: written through, not behind.
@@ -195,10 +195,9 @@ class RedisTaskStore(TaskStore):
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         """Tasks of the caller, newest update first, filtered and paginated like the SDK's."""
         owner = self._owner(context)
-        ids = await self._redis.zrevrange(self._keys.task_index(self._agent, owner), 0, -1)
-        raws = await self._redis.mget(
-            [self._keys.task(self._agent, owner, i.decode()) for i in ids]
-        )
+        index = self._keys.task_index(self._agent, owner)
+        ids = [text(i) for i in await self._redis.zrevrange(index, 0, -1)]
+        raws = await self._redis.mget([self._keys.task(self._agent, owner, i) for i in ids])
         by_id = {task.id: task for task in (Task.FromString(raw) for raw in raws if raw)}
         for (slot_owner, task_id), slot in self._pending.items():
             if slot_owner == owner:
