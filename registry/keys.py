@@ -7,17 +7,20 @@ All keys start with a configurable prefix (``SCRIPTORIUM_REDIS_PREFIX``, default
 key                                        type    holds
 =========================================  ======  ==============================================
 ``{p}:agents``                             set     ids of every registered instance
-``{p}:agent:{id}``                         hash    card (JSON), name, url, capacity, leased, load,
-                                                   state, registered_at, last_seen (ms)
+``{p}:agent:{id}``                         hash    id, card (JSON), name, url, skills (JSON), tags
+                                                   (JSON), capacity, leased, load, state,
+                                                   registered_at, last_seen (ms)
 ``{p}:skill:{skill}``                      set     ids of instances offering a skill
 ``{p}:tag:{tag}``                          set     ids of instances with a skill tagged so
 ``{p}:changes``                            stream  change feed: registered, state, deregistered,
                                                    session events (capped)
-``{p}:sessions``                           zset    session id -> lease expiry (ms)
+``{p}:sessions``                           zset    active session id -> lease expiry (ms)
+``{p}:sessions:closed``                    zset    closed session id -> close time (ms), trimmed
+                                                   to the session retention
 ``{p}:session:{sid}``                      hash    id, roles, bindings (JSON), created, expires,
-                                                   trace_id, state
+                                                   ended, trace_id, state, seq (last event seq)
 ``{p}:session:{sid}:events``               stream  the session's event log (seq, ts, from, to,
-                                                   kind, task_id, payload)
+                                                   kind, task_id, payload, summary, truncated)
 ``{p}:a2a:{agent}:task:{owner}:{task}``    string  an A2A task (protobuf bytes)
 ``{p}:a2a:{agent}:tasks:{owner}``          zset    task ids by last update (ms)
 =========================================  ======  ==============================================
@@ -64,6 +67,26 @@ class RedisKeys:
 
     def session_events(self, session_id: str) -> str:
         return f"{self.prefix}:session:{session_id}:events"
+
+    @property
+    def closed_sessions(self) -> str:
+        return f"{self.prefix}:sessions:closed"
+
+    def skill_prefix(self) -> str:
+        """What :meth:`skill` puts before the skill id (Lua scripts build names from it)."""
+        return f"{self.prefix}:skill:"
+
+    def tag_prefix(self) -> str:
+        """What :meth:`tag` puts before the tag (Lua scripts build names from it)."""
+        return f"{self.prefix}:tag:"
+
+    def session_prefix(self) -> str:
+        """What :meth:`session` puts before the session id (Lua scripts build names from it)."""
+        return f"{self.prefix}:session:"
+
+    def session_events_suffix(self) -> str:
+        """What :meth:`session_events` appends to :meth:`session` (for Lua scripts)."""
+        return ":events"
 
     def task(self, agent: str, owner: str, task_id: str) -> str:
         return f"{self.prefix}:a2a:{agent}:task:{owner}:{task_id}"

@@ -45,7 +45,7 @@ def test_discovery_by_skill_and_tag(stack: Stack) -> None:
     assert sorted(r["name"] for r in by_tag.json()) == ["critic", "orchestrator", "writer"]
 
 
-@pytest.mark.parametrize(("agent", "skill"), [("retriever", "search"), ("inference", "generate")])
+@pytest.mark.parametrize(("agent", "skill"), [("writer", "write"), ("inference", "generate")])
 async def test_unbuilt_skills_fail_and_say_so(
     stack: Stack, a2a_http: httpx.AsyncClient, agent: str, skill: str
 ) -> None:

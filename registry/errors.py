@@ -1,0 +1,74 @@
+"""Errors raised by the registry; every message says what to do about it."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base class of every registry error."""
+
+
+class InvalidCard(RegistryError):
+    """The submitted agent card is malformed or incomplete."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid agent card: {reason}. Fix the card and register again.")
+
+
+class RegistrationRefused(RegistryError):
+    """The card is valid but the registry will not accept the instance."""
+
+
+class SpoofedCard(RegistryError):
+    """The card served by the agent differs from the one submitted."""
+
+
+class AgentNotFound(RegistryError):
+    """No instance is registered under the id."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(
+            f"no agent instance {instance_id!r} is registered. "
+            "List instances with GET /agents, or register the agent again."
+        )
+
+
+class SessionNotFound(RegistryError):
+    """No session exists under the id (never created, or past its retention)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(
+            f"no session {session_id!r}: it was never negotiated or its retention has passed. "
+            "Negotiate a new session."
+        )
+
+
+class SessionClosed(RegistryError):
+    """The session was released or expired; it can no longer be changed."""
+
+    def __init__(self, session_id: str, state: str) -> None:
+        self.session_id = session_id
+        self.state = state
+        super().__init__(
+            f"session {session_id!r} is {state}: it can no longer be changed. "
+            "Negotiate a new session."
+        )
+
+
+class NoCapacity(RegistryError):
+    """No healthy instance with free capacity offers a role's skill."""
+
+    def __init__(self, role: str, skill: str) -> None:
+        self.role = role
+        self.skill = skill
+        super().__init__(
+            f"no healthy instance with free capacity offers skill {skill!r} "
+            f"(role {role!r}); nothing was leased. Start or scale an agent offering "
+            f"{skill!r}, release idle sessions, or retry later."
+        )
+
+
+class InvalidRequest(RegistryError):
+    """A request the registry cannot act on (bad id, unknown role, ...)."""

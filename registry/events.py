@@ -1,0 +1,196 @@
+"""Per-session event log: who sent what to whom, in order, replayable (a Redis Stream)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, Field
+
+from registry import lua
+from registry.errors import InvalidRequest, SessionNotFound
+from registry.keys import RedisKeys
+from registry.redisio import bounded_block_ms, text
+from registry.sessions import SessionState, require_session_shape
+from registry.settings import RegistrySettings
+
+log = logging.getLogger(__name__)
+
+#: Kinds the registry itself writes when a session ends; nothing follows them.
+CLOSING_KINDS = frozenset({"session.released", "session.expired"})
+_STREAM_ID = re.compile(r"\d+(-\d+)?")
+_PREVIEW_BYTES = 1024
+
+
+class SessionEvent(BaseModel):
+    """One entry of a session's log. ``ts`` is epoch milliseconds (Redis server clock)."""
+
+    id: str = Field(description="Stream id; resume strictly after it.")
+    seq: int = Field(description="Position in the session, 1-based, without gaps.")
+    ts: int
+    sender: str
+    recipient: str
+    kind: str
+    task_id: str | None = None
+    payload: dict[str, Any] | None = None
+    summary: str | None = None
+    truncated: bool = Field(
+        default=False, description="The payload was too large; only `summary` was kept."
+    )
+
+
+class SessionLog:
+    """Append to, read and follow session event logs."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: RegistrySettings,
+        *,
+        keys: RedisKeys | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = keys or RedisKeys(settings.redis_prefix)
+
+    async def append(
+        self,
+        session_id: str,
+        *,
+        sender: str,
+        recipient: str,
+        kind: str,
+        task_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        summary: str | None = None,
+    ) -> SessionEvent:
+        """Add an event; payloads over ``max_event_payload_bytes`` are stored as a summary.
+
+        Raises :class:`SessionNotFound` when the session does not exist.
+        """
+        require_session_shape(session_id)
+        limit = self.settings.max_event_payload_bytes
+        body = "" if payload is None else json.dumps(payload, separators=(",", ":"), default=str)
+        truncated = False
+        if len(body.encode()) > limit:
+            log.warning(
+                "event payload truncated",
+                extra={"session_id": session_id, "kind": kind, "bytes": len(body.encode())},
+            )
+            summary = _clip(summary or body, min(limit, _PREVIEW_BYTES))
+            body, truncated = "", True
+        elif summary is not None and len(summary.encode()) > limit:
+            summary, truncated = _clip(summary, limit), True
+        reply = await lua.APPEND(
+            self.redis,
+            [self.keys.session(session_id), self.keys.session_events(session_id)],
+            [
+                self.settings.events_maxlen,
+                sender,
+                recipient,
+                kind,
+                task_id or "",
+                body,
+                summary or "",
+                "1" if truncated else "",
+            ],
+        )
+        if reply is None:
+            raise SessionNotFound(session_id)
+        return SessionEvent(
+            id=text(reply[0]),
+            seq=int(reply[1]),
+            ts=int(reply[2]),
+            sender=sender,
+            recipient=recipient,
+            kind=kind,
+            task_id=task_id,
+            payload=None if truncated else payload and json.loads(body),
+            summary=summary,
+            truncated=truncated,
+        )
+
+    async def read(
+        self, session_id: str, *, after: str | None = None, count: int = 1000
+    ) -> list[SessionEvent]:
+        """Up to ``count`` events after stream id ``after`` (exclusive; None: from the start)."""
+        require_session_shape(session_id)
+        start = _exclusive(after)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.session(session_id))
+            pipe.xrange(self.keys.session_events(session_id), min=start, count=count)
+            replies: Any = await pipe.execute()
+        exists, entries = replies
+        if not exists and not entries:
+            raise SessionNotFound(session_id)
+        return [_event(entry_id, fields) for entry_id, fields in entries]
+
+    async def follow(
+        self, session_id: str, *, after: str | None = None, block_ms: int = 5000
+    ) -> AsyncGenerator[SessionEvent, None]:
+        """Events after ``after`` as they arrive; ends once the session is closed and every
+        event has been delivered."""
+        require_session_shape(session_id)
+        last = after or "0-0"
+        _exclusive(last)
+        key = self.keys.session_events(session_id)
+        if not await self.redis.exists(self.keys.session(session_id)):
+            raise SessionNotFound(session_id)
+        block = bounded_block_ms(self.redis, block_ms)
+        while True:
+            reply: Any = await self.redis.xread({key: last}, count=500, block=block)
+            closing = False
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    event = _event(entry_id, fields)
+                    last = event.id
+                    closing = closing or event.kind in CLOSING_KINDS
+                    yield event
+            if reply and not closing:
+                continue
+            state = await self.redis.hget(self.keys.session(session_id), "state")
+            if state is not None and text(state) == SessionState.ACTIVE:
+                continue
+            # Closed (or gone): deliver whatever arrived since, then stop.
+            rest: Any = await self.redis.xrange(key, min=f"({last}")
+            for entry_id, fields in rest:
+                yield _event(entry_id, fields)
+            return
+
+
+def _exclusive(after: str | None) -> str:
+    if after is None:
+        return "-"
+    if not _STREAM_ID.fullmatch(after):
+        raise InvalidRequest(
+            f"{after!r} is not a stream id: pass the `id` of the last event you received"
+        )
+    return f"({after}"
+
+
+def _clip(value: str, limit: int) -> str:
+    data = value.encode()
+    if len(data) <= limit:
+        return value
+    return data[: limit - 3].decode(errors="ignore") + "…"
+
+
+def _event(entry_id: Any, raw: dict[Any, Any]) -> SessionEvent:
+    fields = {text(k): text(v) for k, v in raw.items()}
+    payload = fields.get("payload")
+    return SessionEvent(
+        id=text(entry_id),
+        seq=int(fields.get("seq", 0)),
+        ts=int(fields.get("ts", 0)),
+        sender=fields.get("from", ""),
+        recipient=fields.get("to", ""),
+        kind=fields.get("kind", ""),
+        task_id=fields.get("task_id"),
+        payload=json.loads(payload) if payload else None,
+        summary=fields.get("summary"),
+        truncated=fields.get("truncated") == "1",
+    )

@@ -1,0 +1,41 @@
+"""Which addresses may register: host resolution checked against ``allowed_networks``."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(networks: Iterable[str]) -> list[IPNetwork]:
+    """``allowed_networks`` as network objects."""
+    return [ipaddress.ip_network(n, strict=False) for n in networks]
+
+
+def parse_address(address: str) -> IPAddress | None:
+    """An IP address (IPv4-mapped IPv6 unwrapped, zone id dropped), or None if not one."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def address_allowed(address: str, networks: Iterable[IPNetwork]) -> bool:
+    """Whether ``address`` (an IP literal) lies inside one of ``networks``."""
+    ip = parse_address(address)
+    return ip is not None and any(ip in network for network in networks)
+
+
+async def resolve(host: str, port: int, *, timeout_s: float) -> list[str]:
+    """Every address ``host`` resolves to (without blocking the event loop)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout_s):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
