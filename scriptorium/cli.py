@@ -108,7 +108,7 @@ def demo(
     base_port: Annotated[int | None, typer.Option(help="Shift every port (default 8700).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where Valkey and logs live.")] = None,
 ) -> None:
-    """Start the whole stack on the embedded defaults, show it healthy, and stop it."""
+    """Start the stack on the embedded defaults, ingest the project's docs, search, stop."""
     configure_logging(as_json=False)
     settings = _settings(base_port, data_dir)
     stack = Stack(settings)
@@ -118,15 +118,49 @@ def demo(
             records = stack.wait_healthy(timeout_s=120)
         out.print(agents_table(records))
         out.print(f"discovery endpoint: {stack.registry_url}/agents")
-        response = httpx.get(f"{stack.registry_url}/agents", params={"skill": "answer"}, timeout=5)
-        names = [r["name"] for r in response.json()]
-        out.print(f"who offers skill 'answer'? {', '.join(names) or 'nobody'}")
+        response = httpx.get(f"{stack.registry_url}/agents", params={"skill": "search"}, timeout=5)
+        retriever_url = response.json()[0]["url"]
+        out.print(f"who offers skill 'search'? {retriever_url}")
+        corpus = [str(Path(p).resolve()) for p in DEMO_CORPUS if Path(p).exists()]
+        asyncio.run(_demo_retrieval(retriever_url, settings, corpus))
     except StackError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     finally:
         stack.stop()
         out.print("stack stopped cleanly.")
+
+
+DEMO_CORPUS = ("README.md", "docs")
+DEMO_QUESTION = "What happens to a session when one of its agents dies?"
+
+
+async def _demo_retrieval(retriever_url: str, settings: CommonSettings, paths: list[str]) -> None:
+    """Ingest the project's own docs through the retriever agent over A2A, then search."""
+    from a2a.types import StreamResponse, Task
+
+    from protocol.client import call_skill, http_client, open_client, task_data
+    from protocol.payloads import IngestReport, IngestRequest, SearchRequest, SearchResult
+
+    async with http_client(request_timeout_s=600, headers=settings.auth_headers()) as http:
+        client = await open_client(retriever_url, http)
+
+        async def show(event: StreamResponse, task: Task) -> None:
+            if event.HasField("status_update") and event.status_update.status.message.parts:
+                console.print(f"  ingest: {event.status_update.status.message.parts[0].text}")
+
+        out.print(f"ingesting {', '.join(DEMO_CORPUS)} through the retriever (A2A skill 'ingest')")
+        task = await call_skill(client, "ingest", IngestRequest(paths=paths), on_update=show)
+        report = IngestReport.model_validate(task_data(task)[0])
+        out.print(
+            f"  {report.ingested} new, {report.replaced} replaced, {report.unchanged} unchanged, "
+            f"{report.chunks} chunks written, {len(report.skipped)} skipped"
+        )
+        out.print(f"searching (A2A skill 'search'): {DEMO_QUESTION!r}")
+        task = await call_skill(client, "search", SearchRequest(query=DEMO_QUESTION, k=3))
+        result = SearchResult.model_validate(task_data(task)[0])
+        for n, item in enumerate(result.passages, start=1):
+            out.print(f"  [{n}] {item.document_id} ({item.score:.2f}): {item.text[:160]}")
 
 
 @app.command()
@@ -182,6 +216,123 @@ def list_agents(
         out.print_json(json.dumps(records))
     else:
         out.print(agents_table(records))
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files and folders (.txt .md .html .pdf .jsonl).")
+    ],
+    collection: Annotated[str, typer.Option(help="Collection to ingest into.")] = "default",
+) -> None:
+    """Chunk, embed and store documents (re-running adds nothing; changed files are replaced)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from agents.retriever.ingest import IngestStats
+    from agents.retriever.library import Library
+    from agents.retriever.settings import RetrieverSettings
+
+    settings = RetrieverSettings()
+    configure_logging("WARNING", as_json=False)
+
+    async def run() -> IngestStats:
+        with console.status("loading the embedding model and opening the store ..."):
+            library = await Library.open(settings)
+        try:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn(
+                    "{task.fields[docs]} docs · {task.fields[chunks]} chunks · "
+                    "{task.fields[rate]:.0f} chunks/s · {task.fields[skipped]} skipped"
+                ),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                task = bar.add_task("ingesting", total=None, docs=0, chunks=0, rate=0.0, skipped=0)
+
+                async def progress(stats: IngestStats) -> None:
+                    bar.update(
+                        task,
+                        docs=stats.documents,
+                        chunks=stats.chunks,
+                        rate=stats.chunks_per_s,
+                        skipped=len(stats.skipped),
+                        description=f"ingesting {Path(stats.current).name[:30]}",
+                    )
+
+                return await library.ingest(
+                    paths=paths, collection=collection, root=Path.cwd(), on_progress=progress
+                )
+        finally:
+            await library.close()
+
+    try:
+        stats = asyncio.run(run())
+    except Exception as exc:  # the store or model failed: say what and stop
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"ingested into {collection!r} ({settings.store_backend})")
+    for column in ("ingested", "replaced", "unchanged", "skipped", "chunks", "chunks/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(stats.ingested),
+        str(stats.replaced),
+        str(stats.unchanged),
+        str(len(stats.skipped)),
+        str(stats.chunks),
+        f"{stats.chunks_per_s:.0f}",
+    )
+    out.print(table)
+    for skipped in stats.skipped:
+        out.print(f"  skipped {skipped.source}: {skipped.reason}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("-k", help="How many passages.")] = 5,
+    alpha: Annotated[float, typer.Option(help="0 = BM25 only … 1 = vector only.")] = 0.5,
+    collection: Annotated[str, typer.Option(help="Collection to search.")] = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Hybrid search over the store."""
+    from pydantic import ValidationError
+
+    from agents.retriever.library import Library
+    from agents.retriever.settings import RetrieverSettings
+    from protocol.payloads import SearchRequest, SearchResult
+
+    configure_logging("WARNING", as_json=False)
+    try:
+        request = SearchRequest(query=query, k=k, alpha=alpha, collection=collection)
+        if not query.strip():
+            raise ValueError("empty query: give the words to search for")
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+    async def run() -> SearchResult:
+        library = await Library.open(RetrieverSettings())
+        try:
+            return await library.search(request)
+        finally:
+            await library.close()
+
+    try:
+        result = asyncio.run(run())
+    except Exception as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        print(result.model_dump_json())
+        return
+    if not result.passages:
+        out.print("no passages found (has anything been ingested? `scriptorium ingest PATH`)")
+    for n, item in enumerate(result.passages, start=1):
+        out.print(f"[bold][{n}][/] {item.source}  [dim]score {item.score:.3f}[/]")
+        out.print(f"    {item.text[:300]}")
 
 
 @app.command()

@@ -38,5 +38,5 @@ def configure_logging(level: str = "INFO", *, as_json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "a2a.client", "a2a.utils.proto_utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

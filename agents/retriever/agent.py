@@ -1,11 +1,19 @@
-"""The retriever's card and skills."""
+"""The retriever agent: skills ``search`` and ``ingest`` over the shared document store."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+from agents.retriever.ingest import IngestStats
+from agents.retriever.library import Library, report
+from agents.retriever.settings import RetrieverSettings
+from agents.retriever.store.base import StoreError, StoreUnavailable
 from agents.scaffold.app import AgentParts
-from agents.scaffold.executor import not_built
+from agents.scaffold.executor import BadRequest, SkillCall, SkillError
 from agents.scaffold.settings import AgentSettings
 from protocol.cards import CardSpec, Skill
+from protocol.payloads import IngestRequest, SearchRequest
 
 CARD = CardSpec(
     name="retriever",
@@ -22,7 +30,10 @@ CARD = CardSpec(
         Skill(
             id="ingest",
             name="Ingest documents",
-            description="Chunk, embed and upsert documents or server-side paths (IngestRequest).",
+            description=(
+                "Chunk, embed and upsert inline documents or server-side paths under the "
+                "ingest roots (IngestRequest); streams progress; cancellable."
+            ),
             tags=["retrieval", "ingestion"],
             examples=['{"paths": ["docs/"], "collection": "default"}'],
         ),
@@ -30,7 +41,83 @@ CARD = CardSpec(
 )
 
 
+class Retriever:
+    """The retriever's skills over one library (opened in the agent's lifespan)."""
+
+    def __init__(self, settings: RetrieverSettings) -> None:
+        self.settings = settings
+        self._library: Library | None = None
+
+    @property
+    def library(self) -> Library:
+        if self._library is None:
+            raise SkillError("the retriever is still starting; try again in a moment")
+        return self._library
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        self._library = await Library.open(self.settings)
+        try:
+            yield
+        finally:
+            await self._library.close()
+            self._library = None
+
+    async def search(self, call: SkillCall) -> None:
+        request = call.parse(SearchRequest)
+        if not request.query.strip():
+            raise BadRequest("empty query: give the words to search for")
+        try:
+            result = await self.library.search(request)
+        except StoreUnavailable as exc:
+            raise SkillError(str(exc)) from exc
+        except StoreError as exc:
+            raise BadRequest(str(exc)) from exc
+        await call.emit(result)
+
+    async def ingest(self, call: SkillCall) -> None:
+        request = call.parse(IngestRequest)
+        if not request.documents and not request.paths:
+            raise BadRequest("nothing to ingest: give documents or paths")
+        try:
+            paths = self.library.check_paths(request.paths)
+        except StoreError as exc:
+            raise BadRequest(str(exc)) from exc
+
+        async def progress(stats: IngestStats) -> None:
+            await call.progress(
+                f"{stats.documents} documents, {stats.chunks} chunks "
+                f"({stats.chunks_per_s:.0f} chunks/s)",
+                documents=stats.documents,
+                chunks=stats.chunks,
+                chunks_per_s=round(stats.chunks_per_s, 1),
+                skipped=len(stats.skipped),
+            )
+
+        try:
+            stats = await self.library.ingest(
+                paths=paths,
+                documents=request.documents,
+                collection=request.collection,
+                on_progress=progress,
+            )
+        except StoreUnavailable as exc:
+            raise SkillError(str(exc)) from exc
+        except StoreError as exc:
+            raise BadRequest(str(exc)) from exc
+        await call.emit(report(stats))
+
+
 def build(settings: AgentSettings) -> AgentParts:
-    """The retriever's parts."""
-    pending = not_built("issue #3 (document store and retriever)")
-    return AgentParts(card=CARD, handlers={"search": pending, "ingest": pending})
+    """The retriever's parts (its own settings are read from the environment)."""
+    return parts(RetrieverSettings(**settings.model_dump(exclude_unset=True)))
+
+
+def parts(settings: RetrieverSettings) -> AgentParts:
+    """The retriever's parts for explicit settings."""
+    retriever = Retriever(settings)
+    return AgentParts(
+        card=CARD,
+        handlers={"search": retriever.search, "ingest": retriever.ingest},
+        lifespan=retriever.lifespan,
+    )

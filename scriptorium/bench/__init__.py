@@ -1,4 +1,9 @@
-"""Benchmarks of Scriptorium components; each module exposes ``async def run() -> dict``."""
+"""Benchmarks: ``scriptorium bench NAME`` runs one and prints its JSON as the last line.
+
+Each module exposes ``async def run() -> dict``. A benchmark measures the things it compares
+side by side in one run, because the machines are shared and noisy; ratios are the figures
+to trust.
+"""
 
 from __future__ import annotations
 
@@ -23,4 +28,5 @@ def _lazy(module: str) -> Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     "registry": _lazy("scriptorium.bench.registry"),
     "a2a-hop": _lazy("scriptorium.bench.a2a_hop"),
+    "retrieval": _lazy("scriptorium.bench.retrieval"),
 }

@@ -29,6 +29,7 @@ INSTANCES_PER_SKILL = 5
 LOOKUPS = 5000
 HTTP_LOOKUPS = 2000
 NEGOTIATIONS = 20_000
+SEQUENTIAL_NEGOTIATIONS = 3_000
 CONCURRENCY = 16
 RAW_CALLS = 5000
 WARMUP = 200
@@ -112,10 +113,17 @@ async def _http_lookups(
 
 
 async def _negotiations(registry: Registry) -> dict[str, float | int]:
-    """CONCURRENCY callers each negotiate then release. Latency covers negotiate only;
-    the rate counts negotiations per wall-clock second with the releases included."""
+    """Latency of one caller (``negotiate_*``), then CONCURRENCY callers (``negotiate_at_16_*``
+    and ``negotiate_per_s``). Each negotiate is followed by a release, which the latencies
+    leave out and the rate includes."""
     broker = registry.sessions
     roles = {"retriever": "search", "writer": "write", "critic": "critique"}
+    alone: list[float] = []
+    for _ in range(SEQUENTIAL_NEGOTIATIONS):
+        start = time.perf_counter()
+        session = await broker.negotiate(roles)
+        alone.append(time.perf_counter() - start)
+        await broker.release(session.id)
     latencies: list[float] = []
     per_caller = NEGOTIATIONS // CONCURRENCY
 
@@ -134,11 +142,19 @@ async def _negotiations(registry: Registry) -> dict[str, float | int]:
     leaked = sum(r.leased for r in await registry.list())
     if leaked:
         raise RuntimeError(f"{leaked} leases left after releasing every session")
-    return _summary("negotiate", latencies) | {
-        "negotiate_per_s": round(len(latencies) / elapsed),
-        "negotiate_concurrency": CONCURRENCY,
-        "negotiate_roles": len(roles),
+    at_16 = {
+        k.replace("negotiate_", f"negotiate_at_{CONCURRENCY}_"): v
+        for k, v in _summary("negotiate", latencies).items()
     }
+    return (
+        _summary("negotiate", alone)
+        | at_16
+        | {
+            "negotiate_per_s": round(len(latencies) / elapsed),
+            "negotiate_concurrency": CONCURRENCY,
+            "negotiate_roles": len(roles),
+        }
+    )
 
 
 async def _timed(call: Callable[[], Awaitable[object]], n: int) -> list[float]:

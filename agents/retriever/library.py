@@ -1,0 +1,196 @@
+"""The library: the store, the embedding model and ingestion, as the retriever uses them.
+
+The CLI (``scriptorium ingest`` / ``search``) and the retriever agent open the same library
+from the same settings, so both see one store. Writers and critics never open it: they get
+passages inside their requests (see docs/retrieval.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.retriever.chunking import ChunkingConfig
+from agents.retriever.embedding import load_embedder
+from agents.retriever.ingest import Embedder, Ingestor, IngestStats, ProgressCallback
+from agents.retriever.readers import Item, SourceDocument, read_paths
+from agents.retriever.settings import RetrieverSettings
+from agents.retriever.store.base import DocumentStore, Hit, StoreError
+from agents.retriever.store.lancedb import LanceStore
+from protocol.payloads import Document, IngestReport, Passage, SearchRequest, SearchResult
+
+log = logging.getLogger(__name__)
+
+
+class PathNotAllowed(StoreError):
+    """A server-side path outside the configured ingest roots."""
+
+
+def open_store(settings: RetrieverSettings, dim: int) -> DocumentStore:
+    """The configured store backend."""
+    if settings.store_backend == "weaviate":
+        from agents.retriever.store.weaviate import WeaviateStore
+
+        if not settings.weaviate_url:
+            raise StoreError("store=weaviate needs WEAVIATE_URL")
+        return WeaviateStore(
+            settings.weaviate_url,
+            dim=dim,
+            grpc_port=settings.weaviate_grpc_port,
+            api_key=settings.weaviate_api_key.get_secret_value()
+            if settings.weaviate_api_key
+            else None,
+            tenant=settings.weaviate_tenant,
+            timeout_s=settings.request_timeout_s,
+        )
+    return LanceStore(settings.resolved_lancedb_dir, dim=dim, ann_min_rows=settings.ann_min_rows)
+
+
+@dataclass
+class Library:
+    """Store + embedder + ingestor."""
+
+    settings: RetrieverSettings
+    store: DocumentStore
+    embedder: Embedder
+    ingestor: Ingestor
+
+    @classmethod
+    async def open(cls, settings: RetrieverSettings) -> Library:
+        """Load the embedding model (preparing it once) and open the store."""
+        started = time.perf_counter()
+        embedder: Embedder = await asyncio.to_thread(
+            load_embedder,
+            settings.embedder,
+            model_dir=settings.model_dir,
+            cache_dir=settings.resolved_model_cache_dir,
+            max_seq_length=settings.max_seq_length,
+            batch_size=settings.embed_batch_size,
+        )
+        store = open_store(settings, embedder.dim)
+        chunking = ChunkingConfig(
+            target_words=settings.chunk_words,
+            max_words=settings.chunk_max_words,
+            overlap_words=settings.chunk_overlap_words,
+        )
+        log.info(
+            "library open",
+            extra={
+                "store": settings.store_backend,
+                "embedder": embedder.name,
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
+        return cls(settings, store, embedder, Ingestor(store, embedder, chunking=chunking))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def search(self, request: SearchRequest) -> SearchResult:
+        """Hybrid search for a request (the query is embedded here)."""
+        if not request.query.strip():
+            raise StoreError("empty query: give the words to search for")
+        vector = await asyncio.to_thread(self.embedder.embed_query, request.query)
+        try:
+            hits = await self.store.query(
+                request.collection,
+                text=request.query,
+                vector=vector,
+                k=request.k,
+                alpha=request.alpha,
+                filters=request.filters,
+            )
+        except StoreError as exc:
+            if "does not exist" in str(exc):
+                return SearchResult(query=request.query, passages=[])
+            raise
+        return SearchResult(query=request.query, passages=[passage(hit) for hit in hits])
+
+    def check_paths(self, paths: Iterable[str]) -> list[Path]:
+        """Resolve server-side paths, refusing any outside the ingest roots."""
+        roots = [root.resolve() for root in self.settings.ingest_roots]
+        resolved = []
+        for raw in paths:
+            path = Path(raw).expanduser().resolve()
+            if not any(path == root or root in path.parents for root in roots):
+                raise PathNotAllowed(
+                    f"{raw} is outside the ingest roots ({', '.join(map(str, roots))}); "
+                    "send the documents inline or set SCRIPTORIUM_INGEST_ROOTS"
+                )
+            resolved.append(path)
+        return resolved
+
+    def _root_of(self, path: Path) -> Path | None:
+        """The ingest root a path lies under (document ids are relative to it)."""
+        resolved = path.resolve()
+        for root in self.settings.ingest_roots:
+            root = root.resolve()
+            if resolved == root or root in resolved.parents:
+                return root if resolved != root or resolved.is_dir() else root.parent
+        return None
+
+    async def ingest(
+        self,
+        *,
+        paths: Iterable[Path] = (),
+        documents: Iterable[Document] = (),
+        collection: str = "default",
+        root: Path | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> IngestStats:
+        """Ingest files/folders and inline documents into a collection.
+
+        Document ids of files are their paths relative to ``root`` (default: the ingest root
+        they lie under), so the same tree ingested again maps onto the same documents.
+        """
+
+        def items() -> Iterable[Item]:
+            for doc in documents:
+                yield SourceDocument(
+                    id=doc.id or doc.source,
+                    text=doc.text,
+                    source=doc.source,
+                    kind="inline",
+                    title=str(doc.metadata.get("title", "")),
+                    metadata=dict(doc.metadata),
+                )
+            for path in paths:
+                yield from read_paths([path], root=root or self._root_of(path))
+
+        return await self.ingestor.run(items(), collection, on_progress=on_progress)
+
+
+def passage(hit: Hit) -> Passage:
+    """A store hit as the payload agents exchange."""
+    metadata = dict(hit.metadata)
+    if hit.title:
+        metadata.setdefault("title", hit.title)
+    if hit.heading:
+        metadata.setdefault("heading", hit.heading)
+    return Passage(
+        chunk_id=hit.chunk_id,
+        document_id=hit.document_id,
+        source=hit.source,
+        text=hit.text,
+        score=hit.score,
+        start=hit.start,
+        end=hit.end,
+        metadata=metadata,
+    )
+
+
+def report(stats: IngestStats) -> IngestReport:
+    """Ingestion totals as the payload agents exchange."""
+    from protocol.payloads import SkippedFile
+
+    return IngestReport(
+        ingested=stats.ingested,
+        unchanged=stats.unchanged,
+        replaced=stats.replaced,
+        chunks=stats.chunks,
+        skipped=[SkippedFile(source=s.source, reason=s.reason) for s in stats.skipped],
+    )

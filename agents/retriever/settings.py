@@ -1,0 +1,70 @@
+"""Settings of the retriever (prefix ``SCRIPTORIUM_``; ``WEAVIATE_URL`` picks Weaviate)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+
+from agents.scaffold.settings import AgentSettings
+
+
+class RetrieverSettings(AgentSettings):
+    """The document store, the embedding model and ingestion limits."""
+
+    store: Literal["lancedb", "weaviate"] | None = Field(
+        default=None, description="Store backend (default: weaviate if WEAVIATE_URL is set)."
+    )
+    lancedb_dir: Path | None = Field(default=None, description="Default: <data_dir>/lancedb.")
+    weaviate_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("WEAVIATE_URL", "SCRIPTORIUM_WEAVIATE_URL")
+    )
+    weaviate_grpc_port: int | None = None
+    weaviate_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("WEAVIATE_API_KEY", "SCRIPTORIUM_WEAVIATE_API_KEY"),
+    )
+    weaviate_tenant: str | None = None
+    embedder: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8"
+    model_dir: Path | None = Field(
+        default=None,
+        description="A sentence-transformers model folder (default: the packaged "
+        "all-MiniLM-L6-v2).",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None, description="Prepared models (default: ~/.cache/scriptorium/models)."
+    )
+    max_seq_length: int = Field(default=256, ge=16, le=512)
+    embed_batch_size: int | None = Field(default=None, ge=1)
+    chunk_words: int = Field(default=120, ge=16)
+    chunk_max_words: int = Field(default=200, ge=16)
+    chunk_overlap_words: int = Field(default=20, ge=0)
+    ann_min_rows: int = Field(default=5_000, ge=1)
+    ingest_roots: list[Path] = Field(
+        default_factory=lambda: [Path.cwd()],
+        description="Server-side paths the ingest skill may read (A2A callers cannot read "
+        "anything outside them).",
+    )
+
+    @property
+    def store_backend(self) -> str:
+        """The backend in use."""
+        if self.store is not None:
+            return self.store
+        return "weaviate" if self.weaviate_url else "lancedb"
+
+    @property
+    def resolved_lancedb_dir(self) -> Path:
+        return self.lancedb_dir or self.data_dir / "lancedb"
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return self.model_cache_dir or default_cache_dir() / "models"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/scriptorium`` (``~/.cache/scriptorium``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "scriptorium"

@@ -1,0 +1,1 @@
+"""The document store: one contract (:mod:`.base`), two backends (LanceDB, Weaviate)."""

@@ -1,0 +1,388 @@
+"""The embedded backend: LanceDB under the data dir (the default; no server to run).
+
+Each collection is a Lance table. Full-text search uses LanceDB's native FTS index (BM25);
+vectors use cosine distance, exact until the table reaches ``ann_min_rows`` and through an
+IVF-HNSW-SQ index after :meth:`LanceStore.optimize` builds one. ``replace_documents`` is one
+``merge_insert`` transaction, so a document is never half-replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import FTS, IvfHnswSq
+
+from agents.retriever.store.base import (
+    Chunk,
+    DocumentStore,
+    FilterValue,
+    Hit,
+    StoreError,
+    StoreUnavailable,
+    UpsertReport,
+    Vector,
+    check_collection,
+    check_filters,
+    relative_score_fusion,
+)
+
+log = logging.getLogger(__name__)
+COLUMNS = [
+    "id",
+    "document_id",
+    "text",
+    "source",
+    "start",
+    "end",
+    "title",
+    "heading",
+    "kind",
+    "tags",
+    "doc_hash",
+    "metadata",
+]
+
+
+def _schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("document_id", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("source", pa.string()),
+            pa.field("start", pa.int64()),
+            pa.field("end", pa.int64()),
+            pa.field("title", pa.string()),
+            pa.field("heading", pa.string()),
+            pa.field("kind", pa.string()),
+            pa.field("tags", pa.list_(pa.string())),
+            pa.field("doc_hash", pa.string()),
+            pa.field("metadata", pa.string()),
+        ]
+    )
+
+
+def _quote(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def where_clause(filters: Mapping[str, FilterValue] | None) -> str | None:
+    """Our filters as a LanceDB SQL predicate."""
+    if not filters:
+        return None
+    check_filters(filters)
+    clauses = []
+    for name, value in sorted(filters.items()):
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        if name == "tags":
+            clauses.append("(" + " OR ".join(f"array_has(tags, {_quote(v)})" for v in values) + ")")
+        elif len(values) == 1:
+            clauses.append(f"{name} = {_quote(values[0])}")
+        else:
+            clauses.append(f"{name} IN ({', '.join(_quote(v) for v in values)})")
+    return " AND ".join(clauses)
+
+
+class LanceStore(DocumentStore):
+    """Collections as LanceDB tables under ``path``."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        dim: int,
+        ann_min_rows: int = 5_000,
+        candidates: int = 50,
+        nprobes: int = 20,
+        ef: int = 96,
+    ) -> None:
+        self.path = path
+        self.dim = dim
+        self.ann_min_rows = ann_min_rows
+        self.candidates = candidates
+        self.nprobes = nprobes
+        self.ef = ef
+        self._db: Any = None
+        self._tables: dict[str, Any] = {}
+        self._fts_ready: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> Any:
+        if self._db is None:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._db = await lancedb.connect_async(str(self.path))
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot open the LanceDB store at {self.path}: {exc}; check the data dir "
+                    "(SCRIPTORIUM_DATA_DIR) is writable"
+                ) from exc
+        return self._db
+
+    async def _table(self, collection: str, *, create: bool = False) -> Any:
+        check_collection(collection)
+        table = self._tables.get(collection)
+        if table is not None:
+            return table
+        db = await self._connect()
+        async with self._lock:
+            if collection in self._tables:
+                return self._tables[collection]
+            names = await self._names(db)
+            if collection in names:
+                table = await db.open_table(collection)
+                self._check_dim(collection, await table.schema())
+            elif create:
+                table = await db.create_table(collection, schema=_schema(self.dim))
+            else:
+                raise StoreError(
+                    f"collection {collection!r} does not exist; ingest something into it first"
+                )
+            indices = {index.columns[0] for index in await table.list_indices()}
+            if "text" in indices:
+                self._fts_ready.add(collection)
+            self._tables[collection] = table
+            return table
+
+    def _check_dim(self, collection: str, schema: pa.Schema) -> None:
+        stored = schema.field("vector").type.list_size
+        if stored != self.dim:
+            raise StoreError(
+                f"collection {collection!r} holds {stored}-d vectors but the embedding model "
+                f"makes {self.dim}-d ones; use the model it was built with or re-ingest it "
+                "into a new collection"
+            )
+
+    @staticmethod
+    async def _names(db: Any) -> list[str]:
+        response = await db.list_tables()
+        names = getattr(response, "tables", response)
+        return [str(name) for name in names]
+
+    async def ensure_collection(self, collection: str) -> None:
+        await self._table(collection, create=True)
+
+    async def collections(self) -> list[str]:
+        return sorted(await self._names(await self._connect()))
+
+    async def drop_collection(self, collection: str) -> None:
+        db = await self._connect()
+        if collection in await self._names(db):
+            await db.drop_table(check_collection(collection))
+        self._tables.pop(collection, None)
+        self._fts_ready.discard(collection)
+
+    def _rows(self, chunks: Sequence[Chunk]) -> pa.Table:
+        for chunk in chunks:
+            if chunk.vector.shape != (self.dim,):
+                raise StoreError(
+                    f"chunk {chunk.id} has a vector of shape {chunk.vector.shape}; "
+                    f"this store holds {self.dim}-d vectors"
+                )
+        vectors = np.stack([c.vector for c in chunks]).astype(np.float32).reshape(-1)
+        return pa.table(
+            {
+                "id": [c.id for c in chunks],
+                "document_id": [c.document_id for c in chunks],
+                "text": [c.text for c in chunks],
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors), self.dim),
+                "source": [c.source for c in chunks],
+                "start": [c.start for c in chunks],
+                "end": [c.end for c in chunks],
+                "title": [c.title for c in chunks],
+                "heading": [c.heading for c in chunks],
+                "kind": [c.kind for c in chunks],
+                "tags": [list(c.tags) for c in chunks],
+                "doc_hash": [c.doc_hash for c in chunks],
+                "metadata": [json.dumps(dict(c.metadata), default=str) for c in chunks],
+            },
+            schema=_schema(self.dim),
+        )
+
+    async def upsert(self, collection: str, chunks: Sequence[Chunk]) -> UpsertReport:
+        if not chunks:
+            return UpsertReport()
+        table = await self._table(collection, create=True)
+        await (
+            table.merge_insert("id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(self._rows(chunks))
+        )
+        await self._ensure_fts(collection, table)
+        return UpsertReport(written=len(chunks))
+
+    async def replace_documents(
+        self, collection: str, documents: Mapping[str, Sequence[Chunk]]
+    ) -> UpsertReport:
+        for document_id, chunks in documents.items():
+            if any(c.document_id != document_id for c in chunks):
+                raise StoreError(f"chunks filed under {document_id!r} belong to another document")
+        if not documents:
+            return UpsertReport()
+        table = await self._table(collection, create=True)
+        chunks = [c for doc_chunks in documents.values() for c in doc_chunks]
+        scope = f"document_id IN ({', '.join(_quote(d) for d in documents)})"
+        builder = (
+            table.merge_insert("id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(scope)
+        )
+        if chunks:
+            await builder.execute(self._rows(chunks))
+            await self._ensure_fts(collection, table)
+        else:
+            await table.delete(scope)
+        return UpsertReport(written=len(chunks))
+
+    async def _ensure_fts(self, collection: str, table: Any) -> None:
+        if collection in self._fts_ready:
+            return
+        await table.create_index("text", config=FTS(with_position=False), replace=True)
+        self._fts_ready.add(collection)
+
+    async def delete_document(self, collection: str, document_id: str) -> int:
+        table = await self._table(collection)
+        predicate = f"document_id = {_quote(document_id)}"
+        before: int = await table.count_rows(predicate)
+        if before:
+            await table.delete(predicate)
+        return before
+
+    async def document_hashes(self, collection: str, document_ids: Sequence[str]) -> dict[str, str]:
+        if not document_ids:
+            return {}
+        try:
+            table = await self._table(collection)
+        except StoreError:
+            return {}
+        found: dict[str, set[str]] = {}
+        for start in range(0, len(document_ids), 500):
+            batch = document_ids[start : start + 500]
+            rows = (
+                await table.query()
+                .where(f"document_id IN ({', '.join(_quote(d) for d in batch)})")
+                .select(["document_id", "doc_hash"])
+                .to_arrow()
+            )
+            for doc, digest in zip(
+                rows["document_id"].to_pylist(), rows["doc_hash"].to_pylist(), strict=True
+            ):
+                found.setdefault(doc, set()).add(digest)
+        return {doc: next(iter(hashes)) for doc, hashes in found.items() if len(hashes) == 1}
+
+    async def count(self, collection: str, *, document_id: str | None = None) -> int:
+        table = await self._table(collection)
+        predicate = None if document_id is None else f"document_id = {_quote(document_id)}"
+        rows: int = await table.count_rows(predicate)
+        return rows
+
+    async def optimize(self, collection: str) -> None:
+        """Compact, refresh the FTS index, and build the ANN index once the table is large."""
+        table = await self._table(collection)
+        await table.optimize()
+        rows = await table.count_rows()
+        indices = {index.columns[0] for index in await table.list_indices()}
+        if rows >= self.ann_min_rows and "vector" not in indices:
+            log.info("building ANN index", extra={"collection": collection, "rows": rows})
+            await table.create_index(
+                "vector", config=IvfHnswSq(distance_type="cosine"), replace=True
+            )
+
+    async def vector_query(
+        self,
+        collection: str,
+        vector: Vector,
+        *,
+        k: int = 10,
+        exact: bool = False,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[Hit]:
+        table = await self._table(collection)
+        query = (
+            table.query()
+            .nearest_to(np.asarray(vector, dtype=np.float32))
+            .distance_type("cosine")
+            .select([*COLUMNS, "_distance"])
+            .limit(k)
+        )
+        query = query.bypass_vector_index() if exact else query.nprobes(self.nprobes).ef(self.ef)
+        clause = where_clause(filters)
+        if clause:
+            query = query.where(clause)
+        rows = await query.to_list()
+        return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
+
+    async def _bm25(
+        self, table: Any, collection: str, text: str, n: int, clause: str | None
+    ) -> list[Hit]:
+        if collection not in self._fts_ready:
+            return []
+        query = (
+            table.query()
+            .nearest_to_text(text, columns="text")
+            .select([*COLUMNS, "_score"])
+            .limit(n)
+        )
+        if clause:
+            query = query.where(clause)
+        rows = await query.to_list()
+        return [_hit(row, float(row["_score"])) for row in rows]
+
+    async def query(
+        self,
+        collection: str,
+        *,
+        text: str,
+        vector: Vector,
+        k: int = 5,
+        alpha: float = 0.5,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[Hit]:
+        table = await self._table(collection)
+        clause = where_clause(filters)
+        n = max(self.candidates, k)
+        if alpha >= 1.0:
+            vector_hits = await self.vector_query(collection, vector, k=k, filters=filters)
+            return relative_score_fusion(vector_hits, [], alpha=1.0, k=k)
+        if alpha <= 0.0:
+            bm25 = await self._bm25(table, collection, text, n, clause)
+            return relative_score_fusion([], bm25, alpha=0.0, k=k)
+        vector_hits, bm25 = await asyncio.gather(
+            self.vector_query(collection, vector, k=n, filters=filters),
+            self._bm25(table, collection, text, n, clause),
+        )
+        return relative_score_fusion(vector_hits, bm25, alpha=alpha, k=k)
+
+    async def close(self) -> None:
+        self._tables.clear()
+        self._db = None
+
+
+def _hit(row: Mapping[str, Any], score: float) -> Hit:
+    return Hit(
+        chunk_id=row["id"],
+        document_id=row["document_id"],
+        source=row["source"] or "",
+        text=row["text"],
+        score=score,
+        start=int(row["start"] or 0),
+        end=int(row["end"] or 0),
+        title=row["title"] or "",
+        heading=row["heading"] or "",
+        metadata=json.loads(row["metadata"] or "{}"),
+    )

@@ -1,0 +1,110 @@
+"""The retriever agent over the real A2A wire: ingest with progress, search, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from a2a.client import Client
+from a2a.types import CancelTaskRequest, TaskState
+
+from agents.retriever.agent import parts
+from agents.retriever.settings import RetrieverSettings
+from protocol.client import SkillFailed, call_skill, open_client, skill_message, task_data
+from protocol.payloads import IngestReport, IngestRequest, SearchRequest, SearchResult
+from scriptorium.testing import running_agent
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, redis_prefix: str) -> RetrieverSettings:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "bees.md").write_text("# Bees\nThe queen bee lays the eggs of the colony.")
+    (inbox / "valkey.md").write_text("# Valkey\nValkey is a fork of the Redis key value store.")
+    return RetrieverSettings(
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        data_dir=tmp_path / "data",
+        ingest_roots=[inbox],
+        heartbeat_interval_s=0.5,
+    )
+
+
+@pytest.fixture
+async def client(settings: RetrieverSettings, a2a_http: httpx.AsyncClient) -> AsyncIterator[Client]:
+    async with running_agent(parts(settings), settings) as url:
+        yield await open_client(url, a2a_http)
+
+
+async def test_ingest_streams_progress_then_search_finds_passages(
+    client: Client, settings: RetrieverSettings
+) -> None:
+    updates: list[str] = []
+
+    async def on_update(event: object, task: object) -> None:
+        status = getattr(event, "status_update", None)
+        if status is not None and status.status.message.parts:
+            updates.append(status.status.message.parts[0].text)
+
+    inbox = settings.ingest_roots[0]
+    request = IngestRequest(
+        paths=[str(inbox)],
+        documents=[{"text": "LanceDB keeps vectors on local disk.", "source": "inline:lance"}],
+    )
+    task = await call_skill(client, "ingest", request, on_update=on_update)
+    report = IngestReport.model_validate(task_data(task)[0])
+    assert (report.ingested, report.chunks, report.skipped) == (3, 3, [])
+    assert any("chunks" in text for text in updates)
+
+    search = SearchRequest(query="who lays the eggs?", k=2)
+    result = SearchResult.model_validate(task_data(await call_skill(client, "search", search))[0])
+    assert result.passages[0].document_id == "bees.md"
+    assert result.passages[0].metadata["heading"] == "Bees"
+
+    again = IngestReport.model_validate(task_data(await call_skill(client, "ingest", request))[0])
+    assert (again.ingested, again.unchanged, again.chunks) == (0, 3, 0)
+
+
+@pytest.mark.parametrize(
+    ("skill", "payload", "says"),
+    [
+        ("search", {"query": "   "}, "empty query"),
+        ("search", {"query": "x", "filters": {"colour": "red"}}, "cannot filter on colour"),
+        ("ingest", {"paths": ["/etc"]}, "outside the ingest roots"),
+        ("ingest", {}, "nothing to ingest"),
+    ],
+)
+async def test_bad_requests_are_rejected_with_a_reason(
+    client: Client, skill: str, payload: dict[str, object], says: str
+) -> None:
+    if skill == "search" and "filters" in payload:
+        await call_skill(client, "ingest", {"documents": [{"text": "a", "source": "s"}]})
+    with pytest.raises(SkillFailed) as caught:
+        await call_skill(client, skill, payload)
+    assert caught.value.task.status.state == TaskState.TASK_STATE_REJECTED
+    assert says in str(caught.value)
+
+
+async def test_search_of_an_empty_collection_finds_nothing(client: Client) -> None:
+    task = await call_skill(client, "search", {"query": "anything", "collection": "empty"})
+    assert task_data(task) == [{"query": "anything", "passages": []}]
+
+
+async def test_ingest_can_be_canceled(client: Client) -> None:
+    documents = [
+        {"text": " ".join(f"Sentence {j} of document {i}." for j in range(300)), "source": f"d{i}"}
+        for i in range(60)
+    ]
+    task_id = ""
+    async for event in client.send_message(skill_message("ingest", {"documents": documents})):
+        if event.HasField("task"):
+            task_id = event.task.id
+        if event.HasField("status_update") and "chunks" in str(event.status_update):
+            break
+    assert task_id
+    canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
+    assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+    await asyncio.sleep(0.2)
