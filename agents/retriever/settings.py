@@ -36,11 +36,13 @@ class RetrieverSettings(AgentSettings):
     model_cache_dir: Path | None = Field(
         default=None, description="Prepared models (default: ~/.cache/scriptorium/models)."
     )
-    max_seq_length: int = Field(default=256, ge=16, le=512)
+    max_seq_length: int = Field(
+        default=128, ge=16, le=512, description="Tokens embedded per chunk (90-word chunks fit)."
+    )
     embed_batch_size: int | None = Field(default=None, ge=1)
-    chunk_words: int = Field(default=120, ge=16)
-    chunk_max_words: int = Field(default=200, ge=16)
-    chunk_overlap_words: int = Field(default=20, ge=0)
+    chunk_words: int = Field(default=90, ge=16)
+    chunk_max_words: int = Field(default=150, ge=16)
+    chunk_overlap_words: int = Field(default=15, ge=0)
     ann_min_rows: int = Field(default=5_000, ge=1)
     ingest_roots: list[Path] = Field(
         default_factory=lambda: [Path.cwd()],

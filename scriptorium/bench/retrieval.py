@@ -73,10 +73,17 @@ def _mrr(ranks: list[int | None]) -> float:
 
 async def run() -> dict[str, Any]:
     """Run the benchmark and return its figures."""
-    cache = RetrieverSettings().resolved_model_cache_dir
-    embedder = load_embedder("onnx-int8", cache_dir=cache)
+    settings = RetrieverSettings()
+    cache = settings.resolved_model_cache_dir
+    embedder = load_embedder(
+        settings.embedder, cache_dir=cache, max_seq_length=settings.max_seq_length
+    )
     docs = wiki_documents()
-    config = ChunkingConfig()
+    config = ChunkingConfig(
+        target_words=settings.chunk_words,
+        max_words=settings.chunk_max_words,
+        overlap_words=settings.chunk_overlap_words,
+    )
     texts = [piece.text for doc in docs for piece in chunk_text(doc.text, config)]
 
     started = time.perf_counter()
@@ -119,12 +126,12 @@ async def run() -> dict[str, Any]:
             recalls.append(len(truth & {h.chunk_id for h in approx}) / max(1, len(truth)))
         await store.close()
 
-    reference = load_embedder("torch", cache_dir=cache)
+    reference = load_embedder("torch", cache_dir=cache, max_seq_length=settings.max_seq_length)
     quality = compare(embedder, reference, texts[:256])
     return {
         "chunks": stats.chunks,
         "documents": len(docs),
-        "embedder": embedder.name,
+        "embedder": f"{embedder.name} {settings.embedder} max_seq_length={settings.max_seq_length}",
         "ingest_chunks_per_s": round(ingest_rate, 1),
         "embed_only_chunks_per_s": round(embed_only, 1),
         "ingest_vs_embed_only": round(ingest_rate / embed_only, 3),

@@ -18,7 +18,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS, IvfHnswSq
+from lancedb.index import FTS, BTree, IvfHnswSq
 
 from agents.retriever.store.base import (
     Chunk,
@@ -250,9 +250,12 @@ class LanceStore(DocumentStore):
         return UpsertReport(written=len(chunks))
 
     async def _ensure_fts(self, collection: str, table: Any) -> None:
+        """The BM25 index on text and scalar indexes on the ids hybrid search looks up."""
         if collection in self._fts_ready:
             return
         await table.create_index("text", config=FTS(with_position=False), replace=True)
+        await table.create_index("id", config=BTree(), replace=True)
+        await table.create_index("document_id", config=BTree(), replace=True)
         self._fts_ready.add(collection)
 
     async def delete_document(self, collection: str, document_id: str) -> int:
@@ -327,21 +330,42 @@ class LanceStore(DocumentStore):
         rows = await query.to_list()
         return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
 
-    async def _bm25(
-        self, table: Any, collection: str, text: str, n: int, clause: str | None
+    async def _candidates(
+        self,
+        table: Any,
+        collection: str,
+        *,
+        text: str,
+        vector: Vector | None,
+        n: int,
+        clause: str | None,
     ) -> list[Hit]:
-        if collection not in self._fts_ready:
+        """Ids and raw scores only (fetching text for every candidate costs more than search)."""
+        if vector is not None:
+            query = (
+                table.query()
+                .nearest_to(np.asarray(vector, dtype=np.float32))
+                .distance_type("cosine")
+                .nprobes(self.nprobes)
+                .ef(max(self.ef, n))
+                .select(["id", "_distance"])
+                .limit(n)
+            )
+        elif collection in self._fts_ready:
+            query = (
+                table.query()
+                .nearest_to_text(text, columns="text")
+                .select(["id", "_score"])
+                .limit(n)
+            )
+        else:
             return []
-        query = (
-            table.query()
-            .nearest_to_text(text, columns="text")
-            .select([*COLUMNS, "_score"])
-            .limit(n)
-        )
         if clause:
             query = query.where(clause)
-        rows = await query.to_list()
-        return [_hit(row, float(row["_score"])) for row in rows]
+        rows = (await query.to_arrow()).to_pylist()
+        if vector is not None:
+            return [_candidate(row["id"], 1.0 - float(row["_distance"])) for row in rows]
+        return [_candidate(row["id"], float(row["_score"])) for row in rows]
 
     async def query(
         self,
@@ -356,21 +380,36 @@ class LanceStore(DocumentStore):
         table = await self._table(collection)
         clause = where_clause(filters)
         n = max(self.candidates, k)
+        vector_hits: list[Hit] = []
+        bm25: list[Hit] = []
         if alpha >= 1.0:
-            vector_hits = await self.vector_query(collection, vector, k=k, filters=filters)
-            return relative_score_fusion(vector_hits, [], alpha=1.0, k=k)
-        if alpha <= 0.0:
-            bm25 = await self._bm25(table, collection, text, n, clause)
-            return relative_score_fusion([], bm25, alpha=0.0, k=k)
-        vector_hits, bm25 = await asyncio.gather(
-            self.vector_query(collection, vector, k=n, filters=filters),
-            self._bm25(table, collection, text, n, clause),
-        )
-        return relative_score_fusion(vector_hits, bm25, alpha=alpha, k=k)
+            vector_hits = await self._candidates(
+                table, collection, text=text, vector=vector, n=k, clause=clause
+            )
+        elif alpha <= 0.0:
+            bm25 = await self._candidates(
+                table, collection, text=text, vector=None, n=n, clause=clause
+            )
+        else:
+            vector_hits, bm25 = await asyncio.gather(
+                self._candidates(table, collection, text=text, vector=vector, n=n, clause=clause),
+                self._candidates(table, collection, text=text, vector=None, n=n, clause=clause),
+            )
+        ranked = relative_score_fusion(vector_hits, bm25, alpha=alpha, k=k)
+        if not ranked:
+            return []
+        ids = ", ".join(_quote(hit.chunk_id) for hit in ranked)
+        rows = await table.query().where(f"id IN ({ids})").select(COLUMNS).to_list()
+        by_id = {row["id"]: row for row in rows}
+        return [_hit(by_id[h.chunk_id], h.score) for h in ranked if h.chunk_id in by_id]
 
     async def close(self) -> None:
         self._tables.clear()
         self._db = None
+
+
+def _candidate(chunk_id: str, score: float) -> Hit:
+    return Hit(chunk_id=chunk_id, document_id="", source="", text="", score=score)
 
 
 def _hit(row: Mapping[str, Any], score: float) -> Hit:
