@@ -244,17 +244,19 @@ def ingest(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 TextColumn(
-                    "{task.fields[docs]} docs · {task.fields[chunks]} chunks · "
+                    "{task.fields[files]} files · {task.fields[docs]} docs · "
+                    "{task.fields[chunks]} chunks · "
                     "{task.fields[rate]:.0f} chunks/s · {task.fields[skipped]} skipped"
                 ),
                 TimeElapsedColumn(),
                 console=console,
             ) as bar:
-                task = bar.add_task("ingesting", total=None, docs=0, chunks=0, rate=0.0, skipped=0)
+                task = bar.add_task("ingesting", total=None, files=0, docs=0, chunks=0, rate=0.0, skipped=0)
 
                 async def progress(stats: IngestStats) -> None:
                     bar.update(
                         task,
+                        files=len(stats.files),
                         docs=stats.documents,
                         chunks=stats.chunks,
                         rate=stats.chunks_per_s,

@@ -338,3 +338,28 @@ async def test_agent_survives_a_redis_outage_and_registers_again(
         assert (await a2a_http.get(url + "/healthz")).status_code == 200
         task = await call_skill(await open_client(url, a2a_http), "echo", "after")
         assert task_data(task) == [{"echo": "after"}]
+
+
+async def test_http_json_binding_works_too(tester: str) -> None:
+    from a2a.client import ClientConfig, create_client
+
+    async with httpx.AsyncClient(timeout=10, headers={"A2A-Version": "1.0"}) as http:
+        config = ClientConfig(httpx_client=http, supported_protocol_bindings=["HTTP+JSON"])
+        client = await create_client(tester, client_config=config)
+        task = await call_skill(client, "echo", {"via": "rest"})
+        assert task_data(task) == [{"echo": {"via": "rest"}}]
+        fetched = await client.get_task(GetTaskRequest(id=task.id))
+        assert fetched.status.state == TaskState.TASK_STATE_COMPLETED
+        raw = await http.post(
+            tester + "/a2a/rest/message:send",
+            json={
+                "message": {
+                    "role": "ROLE_USER",
+                    "messageId": "m1",
+                    "parts": [{"text": "hi"}],
+                    "metadata": {"skill": "echo"},
+                }
+            },
+        )
+        assert raw.status_code == 200
+        assert raw.json()["task"]["status"]["state"] == "TASK_STATE_COMPLETED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -118,3 +119,32 @@ def test_up_starts_everything_and_ctrl_c_leaves_nothing_running(
     assert alive == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{base}/healthz", timeout=2)
+
+
+def test_agents_command_reads_the_discovery_endpoint(stack: Stack) -> None:
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scriptorium",
+            "agents",
+            "--skill",
+            "critique",
+            "--json",
+            "--registry-url",
+            stack.registry_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert [r["name"] for r in json.loads(shown.stdout)] == ["critic"]
+    down = subprocess.run(
+        [sys.executable, "-m", "scriptorium", "agents", "--registry-url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 1
+    assert "Is `scriptorium up` running?" in down.stderr

@@ -42,6 +42,7 @@ class Embedder(Protocol):
 class IngestStats:
     """Running totals of an ingestion (also its final report)."""
 
+    files: set[str] = field(default_factory=set)
     documents: int = 0
     ingested: int = 0
     replaced: int = 0
@@ -141,7 +142,9 @@ class Ingestor:
             for item in block:
                 if isinstance(item, Skipped):
                     stats.skipped.append(item)
+                    stats.files.add(item.source)
                     continue
+                stats.files.add(item.source)
                 stats.documents += 1
                 stats.current = item.source
                 batch.append(item)
