@@ -251,7 +251,9 @@ def ingest(
                 TimeElapsedColumn(),
                 console=console,
             ) as bar:
-                task = bar.add_task("ingesting", total=None, files=0, docs=0, chunks=0, rate=0.0, skipped=0)
+                task = bar.add_task(
+                    "ingesting", total=None, files=0, docs=0, chunks=0, rate=0.0, skipped=0
+                )
 
                 async def progress(stats: IngestStats) -> None:
                     bar.update(

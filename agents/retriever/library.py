@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from agents.retriever.embedding import load_embedder
 from agents.retriever.ingest import Embedder, Ingestor, IngestStats, ProgressCallback
 from agents.retriever.readers import Item, SourceDocument, read_paths
 from agents.retriever.settings import RetrieverSettings
-from agents.retriever.store.base import DocumentStore, Hit, StoreError
+from agents.retriever.store.base import DocumentStore, FilterValue, Hit, StoreError
 from agents.retriever.store.lancedb import LanceStore
 from protocol.payloads import Document, IngestReport, Passage, SearchRequest, SearchResult
 
@@ -94,12 +94,12 @@ class Library:
         """Hybrid search for a request (the query is embedded here)."""
         if not request.query.strip():
             raise StoreError("empty query: give the words to search for")
-        vector = await asyncio.to_thread(self.embedder.embed_query, request.query)
         try:
-            hits = await self.store.query(
+            hits = await search_store(
+                self.store,
+                self.embedder,
                 request.collection,
-                text=request.query,
-                vector=vector,
+                request.query,
                 k=request.k,
                 alpha=request.alpha,
                 filters=request.filters,
@@ -162,6 +162,27 @@ class Library:
                 yield from read_paths([path], root=root or self._root_of(path))
 
         return await self.ingestor.run(items(), collection, on_progress=on_progress)
+
+
+async def search_store(
+    store: DocumentStore,
+    embedder: Embedder,
+    collection: str,
+    query: str,
+    *,
+    k: int = 5,
+    alpha: float = 0.5,
+    filters: Mapping[str, FilterValue] | None = None,
+) -> list[Hit]:
+    """Hybrid search; the query is embedded in a thread while the BM25 half already runs."""
+    vector = asyncio.ensure_future(asyncio.to_thread(embedder.embed_query, query))
+    try:
+        return await store.query(
+            collection, text=query, vector=vector, k=k, alpha=alpha, filters=filters
+        )
+    finally:
+        if not vector.done():
+            vector.cancel()
 
 
 def passage(hit: Hit) -> Passage:

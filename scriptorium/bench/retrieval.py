@@ -29,6 +29,7 @@ import numpy as np
 from agents.retriever.chunking import ChunkingConfig, chunk_text
 from agents.retriever.embedding import compare, load_embedder
 from agents.retriever.ingest import Ingestor
+from agents.retriever.library import search_store
 from agents.retriever.readers import SourceDocument
 from agents.retriever.settings import RetrieverSettings
 from agents.retriever.store.lancedb import LanceStore
@@ -106,9 +107,9 @@ async def run() -> dict[str, Any]:
         for doc in sample:
             query = str(doc.metadata["description"])
             t0 = time.perf_counter()
-            vector = embedder.embed_query(query)
-            hits = await store.query(COLLECTION, text=query, vector=vector, k=10, alpha=0.5)
+            hits = await search_store(store, embedder, COLLECTION, query, k=10, alpha=0.5)
             latencies.append((time.perf_counter() - t0) * 1000)
+            vector = embedder.embed_query(query)
             hybrid_ranks.append(
                 next((i for i, h in enumerate(hits, 1) if h.document_id == doc.id), None)
             )

@@ -11,9 +11,11 @@ matches when the chunk has the tag.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 Vector = npt.NDArray[np.float32]
+#: A query vector, or one still being computed (so a search can start before it is ready).
+QueryVector = Vector | Awaitable[Vector]
 FilterValue = str | int | float | bool | Sequence[str] | Sequence[int] | Sequence[float]
 #: Fields a filter may name; anything else in chunk metadata is returned but not filterable.
 FILTERABLE = ("document_id", "source", "title", "heading", "kind", "tags")
@@ -76,6 +80,21 @@ class UpsertReport:
 
     written: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+
+
+async def resolve(vector: QueryVector) -> Vector:
+    """The vector itself, awaiting it if it is still being computed."""
+    if inspect.isawaitable(vector):
+        return await vector
+    return vector
+
+
+def discard(vector: QueryVector) -> None:
+    """Drop a vector that is still being computed and will not be needed."""
+    if isinstance(vector, asyncio.Future):
+        vector.cancel()
+    elif inspect.iscoroutine(vector):
+        vector.close()
 
 
 def check_collection(name: str) -> str:
@@ -176,12 +195,15 @@ class DocumentStore(ABC):
         collection: str,
         *,
         text: str,
-        vector: Vector,
+        vector: QueryVector,
         k: int = 5,
         alpha: float = 0.5,
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[Hit]:
-        """Hybrid search; ``alpha`` 0 = BM25 only … 1 = vector only."""
+        """Hybrid search; ``alpha`` 0 = BM25 only … 1 = vector only.
+
+        ``vector`` may be an awaitable: the BM25 half can run while the query is embedded.
+        """
 
     @abstractmethod
     async def vector_query(

@@ -25,13 +25,16 @@ from agents.retriever.store.base import (
     DocumentStore,
     FilterValue,
     Hit,
+    QueryVector,
     StoreError,
     StoreUnavailable,
     UpsertReport,
     Vector,
     check_collection,
     check_filters,
+    discard,
     relative_score_fusion,
+    resolve,
 )
 
 log = logging.getLogger(__name__)
@@ -336,7 +339,7 @@ class LanceStore(DocumentStore):
         collection: str,
         *,
         text: str,
-        vector: Vector | None,
+        vector: QueryVector | None,
         n: int,
         clause: str | None,
     ) -> list[Hit]:
@@ -344,7 +347,7 @@ class LanceStore(DocumentStore):
         if vector is not None:
             query = (
                 table.query()
-                .nearest_to(np.asarray(vector, dtype=np.float32))
+                .nearest_to(np.asarray(await resolve(vector), dtype=np.float32))
                 .distance_type("cosine")
                 .nprobes(self.nprobes)
                 .ef(max(self.ef, n))
@@ -372,7 +375,7 @@ class LanceStore(DocumentStore):
         collection: str,
         *,
         text: str,
-        vector: Vector,
+        vector: QueryVector,
         k: int = 5,
         alpha: float = 0.5,
         filters: Mapping[str, FilterValue] | None = None,
@@ -387,6 +390,7 @@ class LanceStore(DocumentStore):
                 table, collection, text=text, vector=vector, n=k, clause=clause
             )
         elif alpha <= 0.0:
+            discard(vector)
             bm25 = await self._candidates(
                 table, collection, text=text, vector=None, n=n, clause=clause
             )

@@ -71,12 +71,14 @@ from agents.retriever.store.base import (
     DocumentStore,
     FilterValue,
     Hit,
+    QueryVector,
     StoreError,
     StoreUnavailable,
     UpsertReport,
     Vector,
     check_collection,
     check_filters,
+    resolve,
 )
 
 log = logging.getLogger(__name__)
@@ -755,14 +757,14 @@ class WeaviateStore(DocumentStore):
         collection: str,
         *,
         text: str,
-        vector: Vector,
+        vector: QueryVector,
         k: int = 5,
         alpha: float = 0.5,
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[Hit]:
         """Weaviate's hybrid search with relative score fusion; scores are the fused ones."""
         where = where_filter(filters)
-        values = self._query_vector(vector)
+        values = self._query_vector(await resolve(vector))
         handle = await self._collection(collection, create=False)
         if k <= 0:
             return []
