@@ -77,8 +77,8 @@ class _Pending:
     task: Task
     version: int = 0
     written: int = 0
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    timer: asyncio.TimerHandle | None = None
     writer: asyncio.Task[None] | None = None
 
 
@@ -136,16 +136,18 @@ class RedisTaskStore(TaskStore):
         slot.task.CopyFrom(task)
         slot.version += 1
         if task.status.state in SETTLED_STATES:
-            slot.settled.set()
+            if slot.timer is not None:
+                slot.timer.cancel()
+                slot.timer = None
             await asyncio.shield(self._flush_slot(key, slot))
-        elif slot.writer is None or slot.writer.done():
-            slot.writer = asyncio.create_task(self._coalesce(key, slot))
+        elif slot.timer is None and (slot.writer is None or slot.writer.done()):
+            loop = asyncio.get_running_loop()
+            slot.timer = loop.call_later(COALESCE_S, self._flush_later, key, slot)
 
-    async def _coalesce(self, key: tuple[str, str], slot: _Pending) -> None:
-        """Give later states a moment to replace this one, then write the newest."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(slot.settled.wait(), COALESCE_S)
-        await self._flush_slot(key, slot)
+    def _flush_later(self, key: tuple[str, str], slot: _Pending) -> None:
+        """The coalescing window closed: write the newest intermediate state."""
+        slot.timer = None
+        slot.writer = asyncio.create_task(self._flush_slot(key, slot))
 
     async def _flush_slot(self, key: tuple[str, str], slot: _Pending) -> None:
         """Write the newest version (one writer at a time); retry while Redis is away."""
@@ -234,6 +236,8 @@ class RedisTaskStore(TaskStore):
         """Delete a task; deleting an unknown task does nothing."""
         owner = self._owner(context)
         slot = self._pending.pop((owner, task_id), None)
+        if slot is not None and slot.timer is not None:
+            slot.timer.cancel()
         if slot is not None and slot.writer is not None:
             slot.writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
