@@ -213,7 +213,25 @@ def _normalise(vectors: npt.NDArray[np.floating[Any]]) -> Vectors:
     return unit
 
 
-class TorchEmbedder:
+class _PromptedEncoder:
+    """What both backends share: the model's query/document prompts around ``_encode``."""
+
+    info: ModelInfo
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        """See :class:`Embedder`."""
+        return self._encode([self.info.document_prompt + t for t in texts])
+
+    def embed_query(self, text: str) -> Vectors:
+        """See :class:`Embedder`."""
+        vector: Vectors = self._encode([self.info.query_prompt + text])[0]
+        return vector
+
+    def _encode(self, texts: list[str]) -> Vectors:
+        raise NotImplementedError
+
+
+class TorchEmbedder(_PromptedEncoder):
     """fp32 reference: sentence-transformers on the CPU."""
 
     backend = "torch"
@@ -239,15 +257,6 @@ class TorchEmbedder:
         self.info = info
         self._lock = threading.Lock()
 
-    def embed_documents(self, texts: Sequence[str]) -> Vectors:
-        """See :class:`Embedder`."""
-        return self._encode([self.info.document_prompt + t for t in texts])
-
-    def embed_query(self, text: str) -> Vectors:
-        """See :class:`Embedder`."""
-        vector: Vectors = self._encode([self.info.query_prompt + text])[0]
-        return vector
-
     def _encode(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -262,7 +271,7 @@ class TorchEmbedder:
         return np.asarray(out, dtype=np.float32)
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(_PromptedEncoder):
     """The same model through onnxruntime (fp32 or int8 weights), mean pooling in numpy."""
 
     def __init__(
@@ -310,15 +319,6 @@ class OnnxEmbedder:
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._lock = threading.Lock()
-
-    def embed_documents(self, texts: Sequence[str]) -> Vectors:
-        """See :class:`Embedder`."""
-        return self._encode([self.info.document_prompt + t for t in texts])
-
-    def embed_query(self, text: str) -> Vectors:
-        """See :class:`Embedder`."""
-        vector: Vectors = self._encode([self.info.query_prompt + text])[0]
-        return vector
 
     def _encode(self, texts: list[str]) -> Vectors:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -17,25 +17,13 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from agents.retriever.chunking import ChunkingConfig, chunk_id, chunk_text
+from agents.retriever.embedding import Embedder
 from agents.retriever.readers import Item, Skipped, SourceDocument
 from agents.retriever.store.base import Chunk, DocumentStore
-
-
-class Embedder(Protocol):
-    """What ingestion needs of an embedding model."""
-
-    name: str
-    dim: int
-
-    def embed_documents(self, texts: list[str]) -> npt.NDArray[np.float32]: ...
-
-    def embed_query(self, text: str) -> npt.NDArray[np.float32]: ...
 
 
 @dataclass

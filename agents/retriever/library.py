@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.retriever.chunking import ChunkingConfig
-from agents.retriever.embedding import load_embedder
-from agents.retriever.ingest import Embedder, Ingestor, IngestStats, ProgressCallback
+from agents.retriever.embedding import Embedder, load_embedder
+from agents.retriever.ingest import Ingestor, IngestStats, ProgressCallback
 from agents.retriever.readers import Item, SourceDocument, read_paths
 from agents.retriever.settings import RetrieverSettings
 from agents.retriever.store.base import DocumentStore, FilterValue, Hit, StoreError
