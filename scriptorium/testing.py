@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 import uvicorn
 
@@ -40,6 +41,28 @@ from protocol.settings import AGENT_NAMES, CommonSettings
 from scriptorium.launcher import Stack
 from scriptorium.valkey import start_valkey
 
+#: Every key prefix handed out this session; on a shared REDIS_URL their keys are deleted at
+#: the end (an agent may still write, e.g. deregister, after a test's own cleanup ran).
+_PREFIXES: list[str] = []
+
+
+def new_prefix() -> str:
+    """A fresh key prefix, remembered for the end-of-session cleanup."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    _PREFIXES.append(prefix)
+    return prefix
+
+
+def _delete_prefixes(url: str) -> None:
+    client = sync_redis.from_url(url)
+    try:
+        for prefix in _PREFIXES:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+    finally:
+        client.close()
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
@@ -47,6 +70,7 @@ def redis_url() -> Iterator[str]:
     external = os.environ.get("REDIS_URL")
     if external:
         yield external
+        _delete_prefixes(external)
         return
     server = start_valkey()
     try:
@@ -58,7 +82,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def redis_prefix() -> str:
     """A Redis key prefix of this test's own."""
-    return f"test-{uuid.uuid4().hex[:12]}"
+    return new_prefix()
 
 
 @pytest.fixture
@@ -147,7 +171,7 @@ def stack_factory(
         settings = CommonSettings(
             **{
                 "redis_url": redis_url,
-                "redis_prefix": f"test-{uuid.uuid4().hex[:12]}",
+                "redis_prefix": new_prefix(),
                 "data_dir": tmp_path_factory.mktemp("stack"),
                 "heartbeat_interval_s": 0.5,
                 "heartbeat_ttl_s": 3.0,

@@ -76,13 +76,13 @@ def _free_base_port() -> int:
 
 
 def test_up_starts_everything_and_ctrl_c_leaves_nothing_running(
-    redis_url: str, tmp_path: object
+    redis_url: str, redis_prefix: str, tmp_path: object
 ) -> None:
     base = _free_base_port()
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
-        "SCRIPTORIUM_REDIS_PREFIX": f"up-{base}",
+        "SCRIPTORIUM_REDIS_PREFIX": redis_prefix,
         "SCRIPTORIUM_HEARTBEAT_INTERVAL_S": "0.5",
         "SCRIPTORIUM_DATA_DIR": str(tmp_path),
     }
