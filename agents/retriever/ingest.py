@@ -81,7 +81,10 @@ class Ingestor:
         self.embedder = embedder
         self.chunking = chunking or ChunkingConfig()
         self.batch_chunks = batch_chunks
-        self.fingerprint = f"{self.chunking.fingerprint()}|{embedder.name}"
+        self.fingerprint = (
+            f"{self.chunking.fingerprint()}|{embedder.name}|{embedder.backend}"
+            f"|{embedder.max_seq_length}"
+        )
 
     async def run(
         self,
