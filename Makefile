@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 	@echo "setup done: $(VENV) with extras [$(EXTRAS)]"
 
-demo: setup ## Start the whole stack on embedded defaults, show it healthy, stop it.
+demo: setup ## Start the stack on embedded defaults, ingest and search the docs, stop it.
 	$(BIN)/scriptorium demo
 
 up: setup ## Run the stack until Ctrl-C (live table of agents).
@@ -54,6 +54,7 @@ pytest: setup ## Run the tests (pytest; exit 5 = no tests collected fails too).
 bench: setup ## Run every benchmark and print their JSON.
 	$(BIN)/scriptorium bench registry --json
 	$(BIN)/scriptorium bench a2a-hop --json
+	$(BIN)/scriptorium bench retrieval --json
 
 clean: ## Remove caches and local state (.data); keeps .venv.
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
