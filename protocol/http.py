@@ -1,14 +1,19 @@
-"""Plain ASGI middleware shared by every Scriptorium HTTP server (agents and registry).
+"""What every Scriptorium HTTP server shares (agents and registry): middleware and serving.
 
-Pure ASGI rather than ``BaseHTTPMiddleware``: it sits on every A2A hop, and the base class
-costs most of a millisecond per request.
+The middleware is pure ASGI rather than ``BaseHTTPMiddleware``: it sits on every A2A hop, and
+the base class costs most of a millisecond per request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-from collections.abc import Callable, Collection
+import socket
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any
 
+import uvicorn
 from fastapi import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,3 +91,50 @@ class BearerAuthMiddleware:
         if path in self.open_paths:
             return False
         return self.protects(method, path) if self.protects is not None else True
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn; port 0 picks a free one (read it from the socket).
+
+    Created with ``IPPROTO_TCP`` explicitly: asyncio only sets TCP_NODELAY on sockets that
+    say so, and without it every keep-alive request waits ~40 ms for a delayed ACK.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def socket_url(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
+    return f"http://{shown}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
+    """Serve an ASGI app (with its lifespan) on ``sock`` in this event loop while inside."""
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        yield
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` in this event loop (port 0: a free one); yields its base URL."""
+    sock = bind_socket(host, port)
+    async with serving(app, sock):
+        yield socket_url(sock)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -31,14 +29,12 @@ from fastapi import (
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from protocol.http import BodyLimitMiddleware
+from protocol.http import BearerAuthMiddleware, BodyLimitMiddleware
 from registry.errors import (
     AgentNotFound,
     InvalidCard,
@@ -55,7 +51,7 @@ from registry.keys import RedisKeys
 from registry.middleware import Metrics, MetricsMiddleware
 from registry.network import IPNetwork, address_allowed, parse_networks
 from registry.records import AgentRecord, AgentState, Change
-from registry.redisio import connect, describe
+from registry.redisio import describe, redis_client
 from registry.registry import Registry
 from registry.sessions import Session, SessionBroker, SessionState
 from registry.settings import RegistrySettings
@@ -127,18 +123,7 @@ Svc = Annotated[Services, Depends(_services)]
 
 
 async def _authorize_write(request: Request, svc: Svc) -> None:
-    """Writes need the bearer token (when configured) and a peer in allowed_networks."""
-    token = svc.settings.token
-    if token is not None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            given.strip().encode(), token.get_secret_value().encode()
-        ):
-            raise HTTPException(
-                401,
-                "missing or wrong bearer token: send 'Authorization: Bearer <SCRIPTORIUM_TOKEN>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    """Writes need a peer in allowed_networks (the bearer token is checked by middleware)."""
     peer = request.client.host if request.client else None
     if peer is None or not address_allowed(peer, svc.networks):
         raise HTTPException(
@@ -149,6 +134,7 @@ async def _authorize_write(request: Request, svc: Svc) -> None:
 
 
 Write = [Depends(_authorize_write)]
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)
 }
@@ -361,22 +347,6 @@ async def metrics(svc: Svc) -> Response:
 # -- app ----------------------------------------------------------------------------------
 
 
-def redis_client(settings: RegistrySettings) -> aioredis.Redis:
-    """A client on ``settings.redis_url`` with short timeouts and few retries."""
-    if not settings.redis_url:
-        raise ValueError(
-            "REDIS_URL is not set: point it at a Redis/Valkey (e.g. redis://127.0.0.1:6379/0) "
-            "or pass a client to create_app"
-        )
-    return connect(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
-        health_check_interval=30,
-    )
-
-
 async def sweep_forever(registry: Registry, interval_s: float, metrics: Metrics) -> None:
     """Sweep every ``interval_s``; failures are logged and retried on the next tick."""
     while True:
@@ -430,6 +400,12 @@ def create_app(settings: RegistrySettings, *, redis: aioredis.Redis | None = Non
     app.state.services = services
     app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.token is not None:
+        app.add_middleware(
+            BearerAuthMiddleware,
+            token=settings.token.get_secret_value(),
+            protects=lambda method, path: method in WRITE_METHODS,
+        )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     _install_error_handlers(app, client)
     return app
@@ -479,27 +455,3 @@ async def serve(settings: RegistrySettings, *, host: str, port: int) -> None:
         server.should_exit = True
         await task
         raise
-
-
-@contextlib.asynccontextmanager
-async def running(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn in this event loop (port 0: a free one); yields its URL."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets that say so.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("uvicorn stopped before it started")
-            await asyncio.sleep(0.01)
-        shown = f"[{host}]" if family == socket.AF_INET6 else host
-        yield f"http://{shown}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()

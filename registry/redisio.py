@@ -10,7 +10,11 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import DataError, NoScriptError
+
+from protocol.settings import CommonSettings
 
 Arg = str | bytes | int | float
 _DEFAULT_SOCKET_TIMEOUT = 5.0
@@ -172,6 +176,26 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
         options.setdefault("connection_class", HiredisPackConnection)
     client: aioredis.Redis = aioredis.from_url(url, **options)
     return client
+
+
+class RedisNotConfigured(ValueError):
+    """No REDIS_URL: say how to get one."""
+
+
+def redis_client(settings: CommonSettings) -> aioredis.Redis:
+    """The client every component uses: short timeouts, a couple of quick retries, hiredis."""
+    if not settings.redis_url:
+        raise RedisNotConfigured(
+            "REDIS_URL is not set: start the whole stack with `scriptorium up` (it runs an "
+            "embedded Valkey) or point REDIS_URL at a Redis/Valkey, e.g. redis://127.0.0.1:6379/0"
+        )
+    return connect(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        health_check_interval=30,
+    )
 
 
 def text(value: Any) -> str:

@@ -20,10 +20,8 @@ event loop over real HTTP; :func:`serve_app` does the same for any ASGI app.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -32,11 +30,11 @@ import httpx
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
-import uvicorn
 
 from agents.scaffold.app import AgentParts, create_agent_app
 from agents.scaffold.settings import AgentSettings
 from protocol.client import http_client
+from protocol.http import bind_socket, running, serving, socket_url
 from protocol.settings import AGENT_NAMES, CommonSettings
 from scriptorium.launcher import Stack
 from scriptorium.valkey import start_valkey
@@ -101,39 +99,14 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Red
 # --- serving apps and stacks -----------------------------------------------------------------
 
 
-def _loopback_socket(host: str) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def _serve_on(app: Any, sock: socket.socket) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server stopped before it started")
-            await asyncio.sleep(0.01)
-        yield
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
 @contextlib.asynccontextmanager
 async def serve_app(app: Any, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL.
 
     The app runs in the caller's event loop, with its lifespan, over real HTTP.
     """
-    sock = _loopback_socket(host)
-    async with _serve_on(app, sock):
-        yield f"http://{host}:{sock.getsockname()[1]}"
+    async with running(app, host=host) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -141,9 +114,9 @@ async def running_agent(
     parts: AgentParts, settings: AgentSettings, *, host: str = "127.0.0.1"
 ) -> AsyncIterator[str]:
     """Run one agent (card + handlers) in this event loop over real HTTP; yields its URL."""
-    sock = _loopback_socket(host)
-    base_url = f"http://{host}:{sock.getsockname()[1]}"
-    async with _serve_on(create_agent_app(parts, settings, base_url), sock):
+    sock = bind_socket(host, 0)
+    base_url = socket_url(sock)
+    async with serving(create_agent_app(parts, settings, base_url), sock):
         yield base_url
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -37,8 +36,9 @@ from agents.scaffold.presence import Presence
 from agents.scaffold.settings import AgentSettings
 from agents.scaffold.task_store import RedisTaskStore
 from protocol.cards import CARD_PATH, JSONRPC_PATH, REST_PATH, CardSpec, build_agent_card
-from protocol.http import BearerAuthMiddleware, BodyLimitMiddleware
+from protocol.http import BearerAuthMiddleware, BodyLimitMiddleware, bind_socket
 from registry.keys import RedisKeys
+from registry.redisio import redis_client
 from registry.registry import Registry
 from registry.settings import RegistrySettings
 
@@ -56,25 +56,6 @@ class AgentParts:
     handlers: Mapping[str, SkillHandler]
     lifespan: Lifespan | None = None
     routes: Sequence[BaseRoute] = field(default_factory=tuple)
-
-
-class RedisRequired(RuntimeError):
-    """Agents keep their tasks in Redis; without a URL they cannot start."""
-
-
-def redis_client(settings: AgentSettings) -> aioredis.Redis:
-    """A Redis client with timeouts from settings; errors say how to fix a missing URL."""
-    if not settings.redis_url:
-        raise RedisRequired(
-            "REDIS_URL is not set. Start the whole stack with `scriptorium up` "
-            "(it runs an embedded Valkey) or point REDIS_URL at a Redis/Valkey server."
-        )
-    return aioredis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-    )
 
 
 def create_agent_app(
@@ -175,16 +156,6 @@ def _add_guards(app: FastAPI, settings: AgentSettings) -> None:
             open_paths=OPEN_PATHS,
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket; port 0 picks a free port (read it from the socket)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
-    return sock
 
 
 async def serve_agent(parts: AgentParts, settings: AgentSettings, *, port: int) -> None:

@@ -17,8 +17,9 @@ import httpx
 import redis.asyncio as aioredis
 
 from protocol.cards import CardSpec, Skill, build_agent_card
-from registry.api import create_app, redis_client, running
-from registry.redisio import Script
+from protocol.http import running
+from registry.api import create_app
+from registry.redisio import Script, redis_client
 from registry.registry import Registry
 from registry.settings import RegistrySettings
 from scriptorium.valkey import start_valkey

@@ -15,8 +15,9 @@ from pydantic import SecretStr
 from pytest_httpserver import HTTPServer
 
 from protocol.cards import CARD_PATH, card_to_dict
+from protocol.http import running
 from registry import Registry, RegistrySettings, SessionBroker, SessionLog
-from registry.api import create_app, running
+from registry.api import create_app
 from registry.records import AgentRecord
 
 AddAgent = Callable[..., Awaitable[AgentRecord]]

@@ -12,7 +12,9 @@ from a2a.client import Client
 from a2a.types import CancelTaskRequest, TaskState
 
 from agents.retriever.agent import parts
+from agents.retriever.chunking import chunk_text
 from agents.retriever.settings import RetrieverSettings
+from agents.retriever.store.lancedb import LanceStore
 from protocol.client import SkillFailed, call_skill, open_client, skill_message, task_data
 from protocol.payloads import IngestReport, IngestRequest, SearchRequest, SearchResult
 from scriptorium.testing import running_agent
@@ -93,7 +95,7 @@ async def test_search_of_an_empty_collection_finds_nothing(client: Client) -> No
     assert task_data(task) == [{"query": "anything", "passages": []}]
 
 
-async def test_ingest_can_be_canceled(client: Client) -> None:
+async def test_ingest_can_be_canceled(client: Client, settings: RetrieverSettings) -> None:
     documents = [
         {"text": " ".join(f"Sentence {j} of document {i}." for j in range(300)), "source": f"d{i}"}
         for i in range(60)
@@ -107,4 +109,14 @@ async def test_ingest_can_be_canceled(client: Client) -> None:
     assert task_id
     canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
     assert canceled.status.state == TaskState.TASK_STATE_CANCELED
-    await asyncio.sleep(0.2)
+    store = LanceStore(settings.resolved_lancedb_dir, dim=384)
+    stored = await store.count("default")
+    await asyncio.sleep(1.5)
+    assert await store.count("default") == stored, "ingestion went on after the cancel"
+    expected = len(documents) * len(chunk_text(documents[0]["text"]))
+    assert stored < expected
+    hashes = await store.document_hashes("default", [d["source"] for d in documents])
+    for doc_id in hashes:  # whatever was written is whole
+        assert await store.count("default", document_id=doc_id) == len(
+            chunk_text(documents[0]["text"])
+        )
