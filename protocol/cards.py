@@ -165,14 +165,6 @@ def card_base_url(card: AgentCard) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def interface_url(card: AgentCard, binding: str = "JSONRPC") -> str:
-    """URL of the card's interface for a protocol binding (``JSONRPC`` or ``HTTP+JSON``)."""
-    for interface in card.supported_interfaces:
-        if interface.protocol_binding == binding:
-            return str(interface.url)
-    raise CardError(f"the card offers no {binding} interface")
-
-
 def skill_ids(card: AgentCard) -> list[str]:
     """The ids of the card's skills, in card order."""
     return [skill.id for skill in card.skills]

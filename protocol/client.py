@@ -152,10 +152,3 @@ def _apply(task: Task | None, event: StreamResponse) -> Task | None:
 def task_data(task: Task) -> list[Any]:
     """Every data part of the task's artifacts, in order."""
     return [data for artifact in task.artifacts for data in get_data_parts(artifact.parts)]
-
-
-def task_text(task: Task) -> str:
-    """The text parts of the task's artifacts, joined."""
-    return "".join(
-        part.text for artifact in task.artifacts for part in artifact.parts if part.HasField("text")
-    )

@@ -24,7 +24,6 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
-from a2a.types import AgentCard
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -173,9 +172,3 @@ async def serve_agent(parts: AgentParts, settings: AgentSettings, *, port: int) 
     )
     server = uvicorn.Server(config)
     await server.serve(sockets=[sock])
-
-
-def card_of(app: FastAPI) -> AgentCard:
-    """The card an app built by :func:`create_agent_app` serves."""
-    card: AgentCard = app.state.card
-    return card
