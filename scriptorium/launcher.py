@@ -8,7 +8,6 @@ when no REDIS_URL is given, the registry, and the agents, each its own process. 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import importlib
 import logging
 import os
@@ -25,6 +24,7 @@ import httpx
 
 from agents.scaffold.app import AgentParts, serve_agent
 from agents.scaffold.settings import AgentSettings
+from protocol.process import die_with_parent
 from protocol.settings import AGENT_NAMES, CommonSettings
 from registry.settings import RegistrySettings
 from scriptorium.valkey import start_valkey
@@ -64,15 +64,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: have the kernel send SIGTERM to the child if this process dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class Stack:
@@ -140,7 +131,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log_file.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -33,9 +32,6 @@ class RetrieverSettings(AgentSettings):
         description="A sentence-transformers model folder (default: the packaged "
         "all-MiniLM-L6-v2).",
     )
-    model_cache_dir: Path | None = Field(
-        default=None, description="Prepared models (default: ~/.cache/scriptorium/models)."
-    )
     max_seq_length: int = Field(
         default=128, ge=16, le=512, description="Tokens embedded per chunk (90-word chunks fit)."
     )
@@ -60,13 +56,3 @@ class RetrieverSettings(AgentSettings):
     @property
     def resolved_lancedb_dir(self) -> Path:
         return self.lancedb_dir or self.data_dir / "lancedb"
-
-    @property
-    def resolved_model_cache_dir(self) -> Path:
-        return self.model_cache_dir or default_cache_dir() / "models"
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/scriptorium`` (``~/.cache/scriptorium``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "scriptorium"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field
 
 from protocol.settings import CommonSettings
@@ -20,3 +23,17 @@ class AgentSettings(CommonSettings):
     graceful_shutdown_s: float = Field(
         default=30.0, ge=0, description="How long in-flight tasks may take to finish on stop."
     )
+    model_cache_dir: Path | None = Field(
+        default=None, description="Prepared models (default: ~/.cache/scriptorium/models)."
+    )
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        """Where prepared models live."""
+        return self.model_cache_dir or default_cache_dir() / "models"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/scriptorium`` (``~/.cache/scriptorium``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "scriptorium"
