@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 import uvicorn
@@ -44,17 +45,26 @@ from registry.settings import RegistrySettings
 log = logging.getLogger(__name__)
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+ExtraMetrics = Callable[[], Awaitable[str]]
 OPEN_PATHS = frozenset({CARD_PATH, "/healthz", "/metrics"})
 
 
 @dataclass
 class AgentParts:
-    """What an agent package supplies: its card, its skill handlers, and optional extras."""
+    """What an agent package supplies: its card, its skill handlers, and optional extras.
+
+    ``ready`` says whether the agent can take work now (an engine still loading: no); until
+    it does, ``/healthz`` answers 503 and the agent stays out of the registry. ``status``
+    adds details to ``/healthz``; ``metrics`` adds Prometheus text to ``/metrics``.
+    """
 
     card: CardSpec
     handlers: Mapping[str, SkillHandler]
     lifespan: Lifespan | None = None
     routes: Sequence[BaseRoute] = field(default_factory=tuple)
+    ready: Callable[[], bool] | None = None
+    status: Callable[[], dict[str, Any]] | None = None
+    metrics: ExtraMetrics | None = None
 
 
 def create_agent_app(
@@ -88,6 +98,7 @@ def create_agent_app(
         instance_id=settings.instance_id,
         interval_s=settings.heartbeat_interval_s,
         load=lambda: executor.in_flight,
+        ready=parts.ready,
     )
 
     @contextlib.asynccontextmanager
@@ -116,25 +127,28 @@ def create_agent_app(
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
+        body: dict[str, Any] = {
+            "status": "ok",
+            "agent": spec.name,
+            "registered": presence.registered,
+            "in_flight": executor.in_flight,
+        }
+        if parts.status is not None:
+            body.update(parts.status())
+        if parts.ready is not None and not parts.ready():
+            return JSONResponse({**body, "status": "starting"}, status_code=503)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
-            return JSONResponse(
-                {"status": "degraded", "redis": str(exc), "registered": presence.registered},
-                status_code=503,
-            )
-        return JSONResponse(
-            {
-                "status": "ok",
-                "agent": spec.name,
-                "registered": presence.registered,
-                "in_flight": executor.in_flight,
-            }
-        )
+            return JSONResponse({**body, "status": "degraded", "redis": str(exc)}, 503)
+        return JSONResponse(body)
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest()
+        if parts.metrics is not None:
+            text += (await parts.metrics()).encode()
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     app.router.routes.extend(parts.routes)
     add_a2a_routes_to_fastapi(

@@ -42,6 +42,7 @@ class SkillCall:
         self.skill = skill
         self.context = context
         self.updater = updater
+        self._streams: set[str] = set()
 
     @property
     def task_id(self) -> str:
@@ -88,6 +89,20 @@ class SkillCall:
         """Add a data artifact to the task."""
         data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
         await self.updater.add_artifact([new_data_part(data)], name=name)
+
+    async def stream_text(
+        self, artifact_id: str, text: str, *, name: str = "tokens", last: bool = False
+    ) -> None:
+        """Append ``text`` to a streamed text artifact (the first call creates it)."""
+        first = artifact_id not in self._streams
+        self._streams.add(artifact_id)
+        await self.updater.add_artifact(
+            [new_text_part(text)],
+            artifact_id=artifact_id,
+            name=name if first else None,
+            append=not first,
+            last_chunk=last,
+        )
 
     def _message(self, parts: list[Part]) -> Message:
         return self.updater.new_agent_message(parts)

@@ -22,6 +22,7 @@ from registry.errors import RegistryError
 from registry.registry import Registry
 
 log = logging.getLogger(__name__)
+NOT_READY_POLL_S = 0.2
 
 
 class Presence:
@@ -35,12 +36,14 @@ class Presence:
         instance_id: str | None,
         interval_s: float,
         load: Callable[[], int],
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.registry = registry
         self.card = card
         self.instance_id = instance_id
         self.interval_s = interval_s
         self.load = load
+        self.ready = ready or (lambda: True)
         self.registered = False
         self._task: asyncio.Task[None] | None = None
 
@@ -62,6 +65,18 @@ class Presence:
         self.registered = False
         metrics.REGISTERED.labels(self.card.name).set(0)
 
+    async def _withdraw(self) -> None:
+        """Not ready (anymore): leave the registry so nobody is routed here."""
+        if not self.registered:
+            return
+        log.warning("not ready; leaving the registry until ready again")
+        self.registered = False
+        metrics.REGISTERED.labels(self.card.name).set(0)
+        try:
+            await self.registry.deregister(self.instance_id or "")
+        except (RedisError, OSError) as exc:
+            log.warning("deregistration failed", extra={"error": str(exc)})
+
     async def _wait_until_served(self) -> None:
         url = card_base_url(self.card) + CARD_PATH
         async with httpx.AsyncClient(timeout=1.0) as http:
@@ -75,6 +90,10 @@ class Presence:
         await self._wait_until_served()
         failing = False
         while True:
+            if not self.ready():
+                await self._withdraw()
+                await asyncio.sleep(min(self.interval_s, NOT_READY_POLL_S))
+                continue
             try:
                 if not self.registered:
                     record = await self.registry.register(self.card, instance_id=self.instance_id)
