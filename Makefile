@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo up test lint format typecheck pytest bench clean
+.PHONY: help setup model demo up test lint format typecheck pytest bench clean
 
 help: ## Show this help.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,10 +29,13 @@ $(STAMP): pyproject.toml
 	@touch $@
 	@echo "setup done: $(VENV) with extras [$(EXTRAS)]"
 
-demo: setup ## Start the stack on embedded defaults, ingest and search the docs, stop it.
+model: setup ## Prepare the default LLM (SmolLM2-135M-Instruct) in the model cache (idempotent).
+	$(BIN)/scriptorium model prepare
+
+demo: setup model ## Start the stack on embedded defaults, ingest and search the docs, stop it.
 	$(BIN)/scriptorium demo
 
-up: setup ## Run the stack until Ctrl-C (live table of agents).
+up: setup model ## Run the stack until Ctrl-C (live table of agents).
 	$(BIN)/scriptorium up
 
 test: setup lint typecheck pytest ## Lint, type-check and run the whole test suite.
@@ -48,13 +51,14 @@ format: setup ## Apply ruff fixes and formatting.
 typecheck: setup ## mypy --strict over our packages.
 	$(BIN)/mypy
 
-pytest: setup ## Run the tests (pytest; exit 5 = no tests collected fails too).
+pytest: setup model ## Run the tests (pytest; exit 5 = no tests collected fails too).
 	$(BIN)/pytest
 
 bench: setup ## Run every benchmark and print their JSON.
 	$(BIN)/scriptorium bench registry --json
 	$(BIN)/scriptorium bench a2a-hop --json
 	$(BIN)/scriptorium bench retrieval --json
+	$(BIN)/scriptorium bench inference --json
 
 clean: ## Remove caches and local state (.data); keeps .venv.
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -149,7 +149,11 @@ class GenerateRequest(Payload):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] = Field(default_factory=list)
-    model: str | None = None
+    seed: int | None = None
+    ignore_eos: bool = Field(
+        default=False, description="Generate exactly max_tokens (for benchmarks)."
+    )
+    model: str | None = Field(default=None, description="Default: the agent's model.")
 
 
 class Usage(Payload):
@@ -166,6 +170,7 @@ class Generation(Payload):
 
     text: str
     finish_reason: str | None = None
+    model: str
     usage: Usage
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections.abc import Mapping
@@ -86,7 +87,7 @@ def up(
         stack.start()
         console.print(f"registry: {stack.registry_url}   redis: {stack.redis_url}")
         console.print(f"logs: {stack.log_dir}   (Ctrl-C stops everything)")
-        stack.wait_healthy(timeout_s=120)
+        stack.wait_healthy(timeout_s=STACK_START_TIMEOUT_S)
         with Live(agents_table(stack.agents_json()), console=out, auto_refresh=False) as view:
             while True:
                 time.sleep(1.0)
@@ -113,9 +114,11 @@ def demo(
     settings = _settings(base_port, data_dir)
     stack = Stack(settings)
     try:
-        with console.status("starting Valkey, the registry and five agents ..."):
+        with console.status(
+            "starting Valkey, the registry and five agents (vLLM loads in 30-60 s) ..."
+        ):
             stack.start()
-            records = stack.wait_healthy(timeout_s=120)
+            records = stack.wait_healthy(timeout_s=STACK_START_TIMEOUT_S)
         out.print(agents_table(records))
         out.print(f"discovery endpoint: {stack.registry_url}/agents")
         response = httpx.get(f"{stack.registry_url}/agents", params={"skill": "search"}, timeout=5)
@@ -131,6 +134,7 @@ def demo(
         out.print("stack stopped cleanly.")
 
 
+STACK_START_TIMEOUT_S = 600
 DEMO_CORPUS = ("README.md", "docs")
 DEMO_QUESTION = "What happens to a session when one of its agents dies?"
 
@@ -161,6 +165,46 @@ async def _demo_retrieval(retriever_url: str, settings: CommonSettings, paths: l
         result = SearchResult.model_validate(task_data(task)[0])
         for n, item in enumerate(result.passages, start=1):
             out.print(f"  [{n}] {item.document_id} ({item.score:.2f}): {item.text[:160]}")
+        if result.passages:
+            await _demo_generation(result.passages[0].text, settings, http)
+
+
+async def _demo_generation(passage: str, settings: CommonSettings, http: httpx.AsyncClient) -> None:
+    """Stream an answer from the inference agent (A2A skill 'generate'), token by token."""
+    from a2a.types import StreamResponse, Task
+
+    from protocol.client import call_skill, open_client, task_data
+    from protocol.payloads import ChatMessage, GenerateRequest, Generation
+
+    response = await http.get(
+        f"{settings.resolved_registry_url}/agents", params={"skill": "generate"}
+    )
+    inference_url = response.json()[0]["url"]
+    client = await open_client(inference_url, http)
+    request = GenerateRequest(
+        messages=[
+            ChatMessage(role="system", content="Answer in one or two sentences from the passage."),
+            ChatMessage(role="user", content=f"Passage: {passage}\n\nQuestion: {DEMO_QUESTION}"),
+        ],
+        max_tokens=80,
+    )
+    out.print(f"generating (A2A skill 'generate' at {inference_url}, tokens streamed):")
+
+    async def show(event: StreamResponse, task: Task) -> None:
+        if (
+            event.HasField("artifact_update")
+            and event.artifact_update.artifact.artifact_id == "tokens"
+        ):
+            out.print("".join(p.text for p in event.artifact_update.artifact.parts), end="")
+
+    task = await call_skill(client, "generate", request, on_update=show)
+    generation = Generation.model_validate(task_data(task)[-1])
+    usage = generation.usage
+    out.print(
+        f"\n  {usage.completion_tokens} tokens, first after {usage.ttft_ms:.0f} ms, "
+        f"{usage.duration_ms:.0f} ms in all (SmolLM2-135M: fluent, not wise; the writer "
+        "and critic agents make answers grounded)"
+    )
 
 
 @app.command()
@@ -178,13 +222,82 @@ def registry(
 def agent(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(AGENT_NAMES)}.")],
     port: Annotated[int | None, typer.Option(help="Port (0 picks a free one).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="inference: prepared model name, model folder or HF id (GPU)."),
+    ] = None,
+    inference_url: Annotated[
+        str | None,
+        typer.Option(help="inference: use this OpenAI-compatible vLLM (…/v1), start none."),
+    ] = None,
 ) -> None:
     """Run one agent alone (for compose and Kubernetes)."""
+    from agents.inference.model import ModelError
+
     settings = CommonSettings()
     configure_logging(settings.log_level, as_json=settings.log_json)
     if name not in AGENT_NAMES:
         raise typer.BadParameter(f"unknown agent {name!r}; choose one of {', '.join(AGENT_NAMES)}")
-    run_agent(name, settings.port_of(name) if port is None else port)
+    if (model or inference_url) and name != "inference":
+        raise typer.BadParameter("--model and --inference-url apply to the inference agent only")
+    if model:
+        os.environ["SCRIPTORIUM_MODEL"] = model
+    if inference_url:
+        os.environ["SCRIPTORIUM_INFERENCE_URL"] = inference_url
+    try:
+        run_agent(name, settings.port_of(name) if port is None else port)
+    except ModelError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+model_app = typer.Typer(help="The language model: prepare it once into the model cache.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("prepare")
+def model_prepare(
+    name: Annotated[
+        str, typer.Argument(help="Packaged model to prepare.")
+    ] = "SmolLM2-135M-Instruct",
+    force: Annotated[bool, typer.Option(help="Rebuild even if the folder is intact.")] = False,
+) -> None:
+    """Build the packaged model into the cache (idempotent; checksums checked)."""
+    from agents.inference.model import ModelError, prepare
+    from agents.scaffold.settings import AgentSettings
+
+    cache = AgentSettings().resolved_model_cache_dir
+    started = time.monotonic()
+    try:
+        with console.status(f"preparing {name} in {cache} ...") as status:
+
+            def progress(step: str) -> None:
+                status.update(f"{name}: {step} ...")
+                console.print(f"  {step}")
+
+            folder = prepare(cache, name, force=force, progress=progress)
+    except ModelError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    out.print(f"{name} ready in {folder} ({time.monotonic() - started:.0f}s)")
+
+
+@model_app.command("verify")
+def model_verify(
+    name: Annotated[str, typer.Argument(help="Prepared model to check.")] = "SmolLM2-135M-Instruct",
+) -> None:
+    """Re-hash a prepared model's files against its manifest."""
+    from agents.inference.model import model_dir, verify
+    from agents.scaffold.settings import AgentSettings
+
+    folder = model_dir(AgentSettings().resolved_model_cache_dir, name)
+    problems = verify(folder)
+    if problems:
+        for problem in problems:
+            console.print(f"[red]problem:[/] {problem}")
+        console.print("run `scriptorium model prepare --force` to rebuild it")
+        raise typer.Exit(1)
+    out.print(f"{folder}: every file matches its checksum")
 
 
 @app.command("agents")

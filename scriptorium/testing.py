@@ -163,9 +163,30 @@ def stack_factory(
 
 
 @pytest.fixture(scope="session")
-def stack(stack_factory: StackFactory) -> Stack:
-    """The whole stack (registry + five agents), shared by the test session."""
-    return stack_factory()
+def inference_stack(stack_factory: StackFactory) -> Stack:
+    """One inference agent running a real vLLM engine (managed mode), shared by the session.
+
+    Starting the engine takes 30-60 s on a laptop CPU, so a session starts it once; other
+    stacks reach it through ``inference_url``. Needs the model prepared (``make model``).
+    """
+    return stack_factory(
+        agents=("inference",), env={"SCRIPTORIUM_INFERENCE_URL": ""}, timeout_s=600
+    )
+
+
+@pytest.fixture(scope="session")
+def inference_url(inference_stack: Stack) -> str:
+    """The OpenAI-compatible base URL (``.../v1``) of the session's inference agent."""
+    return inference_stack.url_of("inference") + "/v1"
+
+
+@pytest.fixture(scope="session")
+def stack(stack_factory: StackFactory, inference_url: str) -> Stack:
+    """The whole stack (registry + five agents), shared by the test session.
+
+    Its inference agent uses the session's engine as an external server (``inference_url``).
+    """
+    return stack_factory(env={"SCRIPTORIUM_INFERENCE_URL": inference_url})
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def test_discovery_by_skill_and_tag(stack: Stack) -> None:
     assert sorted(r["name"] for r in by_tag.json()) == ["critic", "orchestrator", "writer"]
 
 
-@pytest.mark.parametrize(("agent", "skill"), [("writer", "write"), ("inference", "generate")])
+@pytest.mark.parametrize(("agent", "skill"), [("writer", "write"), ("critic", "critique")])
 async def test_unbuilt_skills_fail_and_say_so(
     stack: Stack, a2a_http: httpx.AsyncClient, agent: str, skill: str
 ) -> None:
@@ -76,11 +76,12 @@ def _free_base_port() -> int:
 
 
 def test_up_starts_everything_and_ctrl_c_leaves_nothing_running(
-    redis_url: str, redis_prefix: str, tmp_path: object
+    redis_url: str, redis_prefix: str, tmp_path: object, inference_url: str
 ) -> None:
     base = _free_base_port()
     env = {
         **os.environ,
+        "SCRIPTORIUM_INFERENCE_URL": inference_url,
         "REDIS_URL": redis_url,
         "SCRIPTORIUM_REDIS_PREFIX": redis_prefix,
         "SCRIPTORIUM_HEARTBEAT_INTERVAL_S": "0.5",

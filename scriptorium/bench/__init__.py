@@ -29,4 +29,5 @@ BENCHMARKS: dict[str, Benchmark] = {
     "registry": _lazy("scriptorium.bench.registry"),
     "a2a-hop": _lazy("scriptorium.bench.a2a_hop"),
     "retrieval": _lazy("scriptorium.bench.retrieval"),
+    "inference": _lazy("scriptorium.bench.inference"),
 }

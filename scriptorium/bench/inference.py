@@ -1,0 +1,151 @@
+"""``scriptorium bench inference``: completion tokens/s through the A2A agent vs raw vLLM.
+
+One inference agent runs in managed mode (its own vLLM server, the default). The benchmark
+measures the *same engine* two ways, alternating round by round in one run:
+
+* ``raw``   streaming ``/v1/chat/completions`` straight to the vLLM server's Unix socket;
+* ``agent`` the A2A ``generate`` skill over SendStreamingMessage (JSON-RPC), tokens streamed.
+
+Each round starts ``c`` requests at once (c = 1, 4, 16) for 128 tokens each (greedy,
+``ignore_eos``) and divides the completion tokens by the round's wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from protocol.client import call_skill, http_client, open_client, task_data
+from protocol.payloads import ChatMessage, GenerateRequest, Generation
+from protocol.settings import CommonSettings
+from scriptorium.launcher import Stack
+
+CONCURRENCY = (1, 4, 16)
+ROUNDS = 3
+MAX_TOKENS = 128
+PROMPT = "Write a long story about a library that keeps every book ever written."
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def _request() -> GenerateRequest:
+    return GenerateRequest(
+        messages=[ChatMessage(role="user", content=PROMPT)],
+        max_tokens=MAX_TOKENS,
+        temperature=0.0,
+        ignore_eos=True,
+    )
+
+
+async def _raw_one(http: httpx.AsyncClient) -> tuple[int, float]:
+    """One streamed completion straight from vLLM: (completion tokens, ttft ms)."""
+    body = {
+        "model": MODEL,
+        **_request().model_dump(exclude={"model", "stop", "seed"}),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    ttft = 0.0
+    tokens = 0
+    async with http.stream("POST", "http://vllm/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data:") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            if not ttft and any(c["delta"].get("content") for c in chunk["choices"]):
+                ttft = (time.perf_counter() - started) * 1000
+    return tokens, ttft
+
+
+async def _round(kind: str, c: int, one: Any) -> tuple[float, list[float]]:
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one() for _ in range(c)))
+    wall = time.perf_counter() - started
+    return sum(tokens for tokens, _ in results) / wall, [ttft for _, ttft in results]
+
+
+def _start(stack: Stack) -> tuple[str, str]:
+    """Start the agent (and its engine); its URL and the engine's Unix socket."""
+    stack.start()
+    stack.wait_healthy(600)
+    agent_url = stack.url_of("inference")
+    health = httpx.get(f"{agent_url}/healthz", timeout=5).json()
+    return agent_url, str(health["engine"]["socket"])
+
+
+async def run() -> dict[str, Any]:
+    """Run the benchmark and return its figures."""
+    data_dir = Path(tempfile.mkdtemp(prefix="scriptorium-bench-inference-"))
+    stack = Stack(
+        CommonSettings(data_dir=data_dir, redis_prefix="bench-inference"),
+        agents=["inference"],
+        ephemeral=True,
+        persist=False,
+    )
+    try:
+        agent_url, socket_path = await asyncio.to_thread(_start, stack)
+        raw_http = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=socket_path), timeout=600
+        )
+        async with raw_http, http_client(request_timeout_s=600) as a2a_http:
+            client = await open_client(agent_url, a2a_http)
+
+            async def agent_one() -> tuple[int, float]:
+                started = time.perf_counter()
+                ttft = 0.0
+
+                async def on_update(event: Any, task: Any) -> None:
+                    nonlocal ttft
+                    if not ttft and event.HasField("artifact_update"):
+                        ttft = (time.perf_counter() - started) * 1000
+
+                task = await call_skill(client, "generate", _request(), on_update=on_update)
+                generation = Generation.model_validate(task_data(task)[-1])
+                return generation.usage.completion_tokens, ttft
+
+            async def raw_one() -> tuple[int, float]:
+                return await _raw_one(raw_http)
+
+            kinds = {"raw": raw_one, "agent": agent_one}
+            for one in kinds.values():  # warm up both paths
+                await _round("warmup", 2, one)
+            rates: dict[str, dict[int, list[float]]] = {
+                k: {c: [] for c in CONCURRENCY} for k in kinds
+            }
+            ttfts: dict[str, list[float]] = {k: [] for k in kinds}
+            for c in CONCURRENCY:
+                for i in range(ROUNDS):
+                    order = list(kinds) if i % 2 == 0 else list(kinds)[::-1]
+                    for kind in order:
+                        rate, first = await _round(kind, c, kinds[kind])
+                        rates[kind][c].append(rate)
+                        if c == 1:
+                            ttfts[kind].extend(first)
+    finally:
+        await asyncio.to_thread(stack.stop)
+    agent = {str(c): round(statistics.mean(rates["agent"][c]), 1) for c in CONCURRENCY}
+    raw = {str(c): round(statistics.mean(rates["raw"][c]), 1) for c in CONCURRENCY}
+    return {
+        "model": MODEL,
+        "max_tokens": MAX_TOKENS,
+        "rounds": ROUNDS,
+        "agent_tok_s": agent,
+        "raw_tok_s": raw,
+        "ratio_vs_raw": {c: round(agent[c] / raw[c], 3) for c in agent},
+        "ratio_vs_raw_at_16": round(agent["16"] / raw["16"], 3),
+        "batching_gain_16_vs_1": round(agent["16"] / agent["1"], 2),
+        "raw_batching_gain_16_vs_1": round(raw["16"] / raw["1"], 2),
+        "ttft_p50_ms": round(statistics.median(ttfts["agent"]), 1),
+        "raw_ttft_p50_ms": round(statistics.median(ttfts["raw"]), 1),
+        "targets": {"ratio_vs_raw_at_16": 0.95, "batching_gain_16_vs_1": 6},
+    }

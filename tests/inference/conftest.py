@@ -1,0 +1,56 @@
+"""Fixtures of the inference tests: the session's real vLLM engine behind one inference agent."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from a2a.client import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from protocol.client import http_client, open_client
+from scriptorium.launcher import Stack
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="session")
+def agent_url(inference_stack: Stack) -> str:
+    """Base URL of the inference agent that runs the session's engine."""
+    return inference_stack.url_of("inference")
+
+
+@pytest.fixture
+async def client(agent_url: str) -> AsyncIterator[Client]:
+    """An A2A client (streaming) of the inference agent."""
+    async with http_client(request_timeout_s=120) as http:
+        yield await open_client(agent_url, http)
+
+
+def samples(agent_url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of one metric family on the agent's /metrics, keyed by labels."""
+    text = httpx.get(f"{agent_url}/metrics", timeout=5).text
+    found: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def gauge(agent_url: str, name: str) -> float:
+    """The sum of a vLLM gauge or counter across its label sets."""
+    return sum(samples(agent_url, name).values())
+
+
+async def wait_for(predicate: object, timeout_s: float, what: str) -> None:
+    """Poll ``predicate()`` until true; fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):  # type: ignore[arg-type]
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{what} within {timeout_s:.0f}s")

@@ -1,0 +1,44 @@
+"""Engine supervision: a crashed vLLM server is restarted (this module runs last: it restarts
+the session's engine, about 40 s)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import psutil
+import pytest
+
+from protocol.client import call_skill, http_client, open_client
+from protocol.client import task_data as data_of
+from protocol.payloads import Generation
+from tests.inference.conftest import wait_for
+
+
+@pytest.mark.slow
+async def test_a_crashed_engine_is_restarted(agent_url: str) -> None:
+    engine = httpx.get(f"{agent_url}/healthz", timeout=5).json()["engine"]
+    os.killpg(engine["pid"], signal.SIGKILL)
+    await wait_for(
+        lambda: httpx.get(f"{agent_url}/healthz", timeout=5).status_code == 503,
+        10,
+        "the agent did not notice its engine died",
+    )
+    assert not psutil.pid_exists(engine["pid"]) or psutil.Process(engine["pid"]).status() == (
+        psutil.STATUS_ZOMBIE
+    )
+    await wait_for(
+        lambda: httpx.get(f"{agent_url}/healthz", timeout=5).status_code == 200,
+        300,
+        "the engine did not come back",
+    )
+    after = httpx.get(f"{agent_url}/healthz", timeout=5).json()["engine"]
+    assert after["restarts"] == 1
+    assert after["pid"] != engine["pid"]
+    async with http_client(request_timeout_s=60) as http:
+        client = await open_client(agent_url, http)
+        task = await call_skill(
+            client, "generate", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        )
+    assert Generation.model_validate(data_of(task)[-1]).text
