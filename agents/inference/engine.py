@@ -241,7 +241,9 @@ class ManagedEngine:
         deadline = self.started_at + self.settings.engine_start_timeout_s
         while self._process.returncode is None:
             try:
-                response = await self.upstream.http.get(f"{self.upstream.root_url}/health")
+                response = await self.upstream.http.get(
+                    f"{self.upstream.root_url}/health", timeout=5.0
+                )
                 if response.status_code == 200:
                     self.models = await self.upstream.models()
                     took = time.monotonic() - self.started_at

@@ -74,7 +74,9 @@ def openai_routes(engine: Callable[[], Engine]) -> list[BaseRoute]:
             headers=headers,
         )
         try:
-            answer: Any = await _unless_disconnected(request, upstream.send(outgoing))
+            answer: Any = await _unless_disconnected(
+                request, upstream.http.send(outgoing, stream=True)
+            )
         except httpx.HTTPError as exc:
             return openai_error(502, f"the inference engine is unreachable: {exc!r}")
         if answer is None:  # the client left before the engine answered; vLLM aborted it

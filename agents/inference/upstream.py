@@ -131,7 +131,3 @@ class Upstream:
             raise UpstreamError(0, f"the inference stream broke: {exc!r}") from exc
         finally:
             await response.aclose()
-
-    async def send(self, request: httpx.Request) -> httpx.Response:
-        """Send a prepared request, streaming its response (for the OpenAI pass-through)."""
-        return await self.http.send(request, stream=True)

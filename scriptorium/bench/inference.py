@@ -67,7 +67,7 @@ async def _raw_one(http: httpx.AsyncClient) -> tuple[int, float]:
     return tokens, ttft
 
 
-async def _round(kind: str, c: int, one: Any) -> tuple[float, list[float]]:
+async def _round(c: int, one: Any) -> tuple[float, list[float]]:
     started = time.perf_counter()
     results = await asyncio.gather(*(one() for _ in range(c)))
     wall = time.perf_counter() - started
@@ -118,7 +118,7 @@ async def run() -> dict[str, Any]:
 
             kinds = {"raw": raw_one, "agent": agent_one}
             for one in kinds.values():  # warm up both paths
-                await _round("warmup", 2, one)
+                await _round(2, one)
             rates: dict[str, dict[int, list[float]]] = {
                 k: {c: [] for c in CONCURRENCY} for k in kinds
             }
@@ -127,7 +127,7 @@ async def run() -> dict[str, Any]:
                 for i in range(ROUNDS):
                     order = list(kinds) if i % 2 == 0 else list(kinds)[::-1]
                     for kind in order:
-                        rate, first = await _round(kind, c, kinds[kind])
+                        rate, first = await _round(c, kinds[kind])
                         rates[kind][c].append(rate)
                         if c == 1:
                             ttfts[kind].extend(first)
