@@ -84,6 +84,18 @@ async def test_a_stream_reader_that_disconnects_aborts_its_request(agent_url: st
     assert httpx.get(f"{agent_url}/healthz", timeout=5).json()["status"] == "ok"
 
 
+async def test_a_client_that_gives_up_on_a_whole_completion_aborts_it(agent_url: str) -> None:
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 1800, "ignore_eos": True}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(f"{agent_url}/v1/chat/completions", json=body)
+    await wait_for(
+        lambda: gauge(agent_url, "vllm:num_requests_running") == 0,
+        5,
+        "vLLM went on with a completion nobody waits for",
+    )
+
+
 async def test_adk_llm_agent_answers_through_litellm(agent_url: str) -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     from google.adk.agents import LlmAgent

@@ -3,23 +3,40 @@ the session's engine, about 40 s)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
 import httpx
 import psutil
 import pytest
+from a2a.types import TaskState
 
-from protocol.client import call_skill, http_client, open_client
+from protocol.client import SkillFailed, call_skill, http_client, open_client
 from protocol.client import task_data as data_of
 from protocol.payloads import Generation
-from tests.inference.conftest import wait_for
+from tests.inference.conftest import gauge, wait_for
 
 
 @pytest.mark.slow
 async def test_a_crashed_engine_is_restarted(agent_url: str) -> None:
     engine = httpx.get(f"{agent_url}/healthz", timeout=5).json()["engine"]
-    os.killpg(engine["pid"], signal.SIGKILL)
+    async with http_client(request_timeout_s=60) as http:
+        client = await open_client(agent_url, http)
+        long = {"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 1800}
+        in_flight = call_skill(client, "generate", {**long, "ignore_eos": True})
+        stream = asyncio.ensure_future(in_flight)
+        await wait_for(
+            lambda: gauge(agent_url, "vllm:num_requests_running") == 1,
+            30,
+            "the long generation did not start",
+        )
+        os.killpg(engine["pid"], signal.SIGKILL)
+        with pytest.raises(SkillFailed) as caught:
+            await stream
+    assert caught.value.task.status.state == TaskState.TASK_STATE_FAILED
+    assert "the inference engine failed" in str(caught.value)
+    assert "restarted automatically" in str(caught.value)
     await wait_for(
         lambda: httpx.get(f"{agent_url}/healthz", timeout=5).status_code == 503,
         10,
