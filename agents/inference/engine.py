@@ -38,6 +38,8 @@ vllm_log = logging.getLogger("vllm.server")
 READY_POLL_S = 0.5
 EXTERNAL_POLL_S = 5.0
 STOP_TIMEOUT_S = 20.0
+#: An engine that served this long before dying starts a fresh count of failures.
+STABLE_S = 60.0
 
 
 class Engine(Protocol):
@@ -126,6 +128,7 @@ class ManagedEngine:
         self.detail = ""
         self.restarts = 0
         self.started_at = 0.0
+        self.ready_at = 0.0
         self.tail: deque[str] = deque(maxlen=30)
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -177,35 +180,39 @@ class ManagedEngine:
 
     async def _supervise(self) -> None:
         backoff_s = 2.0
+        failures = 0  # in a row: reset once an engine has served for STABLE_S
         while not self._stopping:
             await self._spawn()
             assert self._process is not None
             relay = asyncio.create_task(self._relay(self._process))
-            became_ready = await self._wait_ready()
+            await self._wait_ready()
             code = await self._process.wait()
+            served_s = time.monotonic() - self.ready_at if self.ready else 0.0
+            self.ready = False
+            metrics.ENGINE_UP.set(0)
             with contextlib.suppress(ProcessLookupError):  # no engine core left behind
                 os.killpg(self._process.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(relay, STOP_TIMEOUT_S)
-            self.ready = False
-            metrics.ENGINE_UP.set(0)
             if self._stopping:
                 return
             self.restarts += 1
             metrics.ENGINE_RESTARTS.inc()
+            failures = 1 if served_s >= STABLE_S else failures + 1
+            if served_s >= STABLE_S:
+                backoff_s = 2.0
             last = " | ".join(list(self.tail)[-5:])
             log.error(
                 "vLLM server exited",
                 extra={"code": code, "restarts": self.restarts, "last_output": last},
             )
-            if self.restarts > self.settings.engine_max_restarts:
+            if failures > self.settings.engine_max_restarts:
                 self.state = "failed"
                 self.detail = (
-                    f"vLLM exited {self.restarts} times (last code {code}); last output: {last}"
+                    f"vLLM exited {failures} times in a row (last code {code}); fix the cause "
+                    f"and restart the agent. Last output: {last}"
                 )
                 return
-            if became_ready:
-                backoff_s = 2.0
             self.state, self.detail = "restarting", f"vLLM exited with code {code}"
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, 60.0)
@@ -235,7 +242,7 @@ class ManagedEngine:
                 self.tail.append(line)
                 vllm_log.info(line)
 
-    async def _wait_ready(self) -> bool:
+    async def _wait_ready(self) -> None:
         """Poll ``/health`` until the server answers, exits, or the start timeout passes."""
         assert self._process is not None
         deadline = self.started_at + self.settings.engine_start_timeout_s
@@ -246,20 +253,20 @@ class ManagedEngine:
                 )
                 if response.status_code == 200:
                     self.models = await self.upstream.models()
-                    took = time.monotonic() - self.started_at
+                    self.ready_at = time.monotonic()
+                    took = self.ready_at - self.started_at
                     self.ready, self.state, self.detail = True, "ready", f"started in {took:.0f}s"
                     metrics.ENGINE_UP.set(1)
                     log.info("vLLM ready", extra={"seconds": round(took, 1)})
-                    return True
+                    return
             except (httpx.HTTPError, UpstreamError):
                 pass
             if time.monotonic() > deadline:
                 self.detail = f"not ready after {self.settings.engine_start_timeout_s:.0f}s"
                 log.error("vLLM did not become ready; stopping it", extra={"detail": self.detail})
                 self._signal(signal.SIGKILL)
-                break
+                return
             await asyncio.sleep(READY_POLL_S)
-        return False
 
     def _signal(self, signum: int) -> None:
         if self._process is not None and self._process.returncode is None:

@@ -52,7 +52,9 @@ class InferenceSettings(AgentSettings):
     )
     engine_start_timeout_s: float = Field(default=600.0, gt=0)
     engine_max_restarts: int = Field(
-        default=5, ge=0, description="Restarts of a crashed engine before giving up."
+        default=5,
+        ge=0,
+        description="Crashes in a row (each within a minute of being ready) before giving up.",
     )
     stream_interval_ms: float = Field(
         default=0.0,
