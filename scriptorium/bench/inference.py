@@ -13,7 +13,7 @@ Each round starts ``c`` requests at once (c = 1, 4, 16) for 128 tokens each (gre
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import statistics
 import tempfile
 import time
@@ -22,13 +22,14 @@ from typing import Any
 
 import httpx
 
+from agents.inference.upstream import Upstream
 from protocol.client import call_skill, http_client, open_client, task_data
 from protocol.payloads import ChatMessage, GenerateRequest, Generation
 from protocol.settings import CommonSettings
 from scriptorium.launcher import Stack
 
 CONCURRENCY = (1, 4, 16)
-ROUNDS = 3
+ROUNDS = 4
 MAX_TOKENS = 128
 PROMPT = "Write a long story about a library that keeps every book ever written."
 MODEL = "SmolLM2-135M-Instruct"
@@ -43,27 +44,21 @@ def _request() -> GenerateRequest:
     )
 
 
-async def _raw_one(http: httpx.AsyncClient) -> tuple[int, float]:
+async def _raw_one(upstream: Upstream) -> tuple[int, float]:
     """One streamed completion straight from vLLM: (completion tokens, ttft ms)."""
     body = {
         "model": MODEL,
         **_request().model_dump(exclude={"model", "stop", "seed"}),
-        "stream": True,
         "stream_options": {"include_usage": True},
     }
     started = time.perf_counter()
     ttft = 0.0
     tokens = 0
-    async with http.stream("POST", "http://vllm/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data:") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            if not ttft and any(c["delta"].get("content") for c in chunk["choices"]):
-                ttft = (time.perf_counter() - started) * 1000
+    async for chunk in upstream.stream_chat(body):
+        if chunk.get("usage"):
+            tokens = chunk["usage"]["completion_tokens"]
+        if not ttft and any(c["delta"].get("content") for c in chunk["choices"]):
+            ttft = (time.perf_counter() - started) * 1000
     return tokens, ttft
 
 
@@ -94,10 +89,8 @@ async def run() -> dict[str, Any]:
     )
     try:
         agent_url, socket_path = await asyncio.to_thread(_start, stack)
-        raw_http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=socket_path), timeout=600
-        )
-        async with raw_http, http_client(request_timeout_s=600) as a2a_http:
+        engine = Upstream("http://vllm/v1", uds=socket_path)
+        async with contextlib.aclosing(engine), http_client(request_timeout_s=600) as a2a_http:
             client = await open_client(agent_url, a2a_http)
 
             async def agent_one() -> tuple[int, float]:
@@ -114,7 +107,7 @@ async def run() -> dict[str, Any]:
                 return generation.usage.completion_tokens, ttft
 
             async def raw_one() -> tuple[int, float]:
-                return await _raw_one(raw_http)
+                return await _raw_one(engine)
 
             kinds = {"raw": raw_one, "agent": agent_one}
             for one in kinds.values():  # warm up both paths
