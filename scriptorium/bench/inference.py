@@ -7,7 +7,8 @@ measures the *same engine* two ways, alternating round by round in one run:
 * ``agent`` the A2A ``generate`` skill over SendStreamingMessage (JSON-RPC), tokens streamed.
 
 Each round starts ``c`` requests at once (c = 1, 4, 16) for 128 tokens each (greedy,
-``ignore_eos``) and divides the completion tokens by the round's wall time.
+``ignore_eos``) and divides the completion tokens by the round's wall time. Time to first
+token is then sampled one request at a time, after a pause, alternating the two paths.
 """
 
 from __future__ import annotations
@@ -31,24 +32,27 @@ from scriptorium.launcher import Stack
 CONCURRENCY = (1, 4, 16)
 ROUNDS = 4
 MAX_TOKENS = 128
+MAX_TOKENS_TTFT = 8
+TTFT_SAMPLES = 10
+TTFT_PAUSE_S = 0.3
 PROMPT = "Write a long story about a library that keeps every book ever written."
 MODEL = "SmolLM2-135M-Instruct"
 
 
-def _request() -> GenerateRequest:
+def _request(max_tokens: int = MAX_TOKENS) -> GenerateRequest:
     return GenerateRequest(
         messages=[ChatMessage(role="user", content=PROMPT)],
-        max_tokens=MAX_TOKENS,
+        max_tokens=max_tokens,
         temperature=0.0,
         ignore_eos=True,
     )
 
 
-async def _raw_one(upstream: Upstream) -> tuple[int, float]:
+async def _raw_one(upstream: Upstream, max_tokens: int) -> tuple[int, float]:
     """One streamed completion straight from vLLM: (completion tokens, ttft ms)."""
     body = {
         "model": MODEL,
-        **_request().model_dump(exclude={"model", "stop", "seed"}),
+        **_request(max_tokens).model_dump(exclude={"model", "stop", "seed"}),
         "stream_options": {"include_usage": True},
     }
     started = time.perf_counter()
@@ -62,9 +66,9 @@ async def _raw_one(upstream: Upstream) -> tuple[int, float]:
     return tokens, ttft
 
 
-async def _round(c: int, one: Any) -> tuple[float, list[float]]:
+async def _round(c: int, one: Any, max_tokens: int = MAX_TOKENS) -> tuple[float, list[float]]:
     started = time.perf_counter()
-    results = await asyncio.gather(*(one() for _ in range(c)))
+    results = await asyncio.gather(*(one(max_tokens) for _ in range(c)))
     wall = time.perf_counter() - started
     return sum(tokens for tokens, _ in results) / wall, [ttft for _, ttft in results]
 
@@ -93,7 +97,7 @@ async def run() -> dict[str, Any]:
         async with contextlib.aclosing(engine), http_client(request_timeout_s=600) as a2a_http:
             client = await open_client(agent_url, a2a_http)
 
-            async def agent_one() -> tuple[int, float]:
+            async def agent_one(max_tokens: int) -> tuple[int, float]:
                 started = time.perf_counter()
                 ttft = 0.0
 
@@ -102,12 +106,13 @@ async def run() -> dict[str, Any]:
                     if not ttft and event.HasField("artifact_update"):
                         ttft = (time.perf_counter() - started) * 1000
 
-                task = await call_skill(client, "generate", _request(), on_update=on_update)
+                request = _request(max_tokens)
+                task = await call_skill(client, "generate", request, on_update=on_update)
                 generation = Generation.model_validate(task_data(task)[-1])
                 return generation.usage.completion_tokens, ttft
 
-            async def raw_one() -> tuple[int, float]:
-                return await _raw_one(engine)
+            async def raw_one(max_tokens: int) -> tuple[int, float]:
+                return await _raw_one(engine, max_tokens)
 
             kinds = {"raw": raw_one, "agent": agent_one}
             for one in kinds.values():  # warm up both paths
@@ -115,15 +120,20 @@ async def run() -> dict[str, Any]:
             rates: dict[str, dict[int, list[float]]] = {
                 k: {c: [] for c in CONCURRENCY} for k in kinds
             }
-            ttfts: dict[str, list[float]] = {k: [] for k in kinds}
             for c in CONCURRENCY:
                 for i in range(ROUNDS):
                     order = list(kinds) if i % 2 == 0 else list(kinds)[::-1]
                     for kind in order:
-                        rate, first = await _round(c, kinds[kind])
+                        rate, _ = await _round(c, kinds[kind])
                         rates[kind][c].append(rate)
-                        if c == 1:
-                            ttfts[kind].extend(first)
+            # Time to first token, one request at a time after a pause: vLLM's CPU build
+            # answers a request that follows another back to back ~20 ms later, which would
+            # blur what the agent adds.
+            ttfts: dict[str, list[float]] = {k: [] for k in kinds}
+            for i in range(TTFT_SAMPLES):
+                for kind in list(kinds) if i % 2 == 0 else list(kinds)[::-1]:
+                    await asyncio.sleep(TTFT_PAUSE_S)
+                    ttfts[kind].extend((await _round(1, kinds[kind], MAX_TOKENS_TTFT))[1])
     finally:
         await asyncio.to_thread(stack.stop)
     agent = {str(c): round(statistics.mean(rates["agent"][c]), 1) for c in CONCURRENCY}
