@@ -63,6 +63,17 @@ async def test_tokens_stream_in_order_and_join_to_the_final_text(
     assert answer["choices"][0]["message"]["content"] == generation.text
 
 
+async def test_a_non_streaming_client_gets_the_completed_task(agent_url: str) -> None:
+    async with http_client(request_timeout_s=60) as http:
+        client = await open_client(agent_url, http, streaming=False)
+        task = await call_skill(client, "generate", _request(12))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    tokens = next(a for a in task.artifacts if a.artifact_id == "tokens")
+    generation = Generation.model_validate(data_of(task)[-1])
+    assert "".join(p.text for p in tokens.parts) == generation.text
+    assert generation.usage.completion_tokens == 12
+
+
 async def test_concurrent_tasks_share_one_engine_batch(client: Client, agent_url: str) -> None:
     running_seen = 0.0
 
