@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
 from a2a.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.inference.agent import parts
+from agents.inference.settings import InferenceSettings
 from protocol.client import http_client, open_client
 from scriptorium.launcher import Stack
+from scriptorium.testing import running_agent
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -46,11 +51,32 @@ def gauge(agent_url: str, name: str) -> float:
     return sum(samples(agent_url, name).values())
 
 
-async def wait_for(predicate: object, timeout_s: float, what: str) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``predicate()`` until true; fail saying ``what`` did not happen."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):  # type: ignore[arg-type]
+        if await asyncio.to_thread(predicate):
             return
         await asyncio.sleep(0.1)
     pytest.fail(f"{what} within {timeout_s:.0f}s")
+
+
+@pytest.fixture
+def agent_on_session_engine(
+    inference_url: str, redis_url: str, redis_prefix: str
+) -> Callable[..., contextlib.AbstractAsyncContextManager[str]]:
+    """Run an inference agent in this process, with its own settings, on the session's engine.
+
+    ``async with agent_on_session_engine(token="t") as url:`` yields once it is ready.
+    """
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[str]:
+        settings = InferenceSettings(
+            redis_url=redis_url, redis_prefix=redis_prefix, inference_url=inference_url, **overrides
+        )
+        async with running_agent(parts(settings), settings) as url:
+            await wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, 10, "not ready")
+            yield url
+
+    return start

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 from a2a.client import Client
 from a2a.types import CancelTaskRequest, GetTaskRequest, TaskState
 
-from agents.inference.agent import parts
-from agents.inference.settings import InferenceSettings
 from protocol.client import SkillFailed, call_skill, http_client, open_client, skill_message
 from protocol.client import task_data as data_of
 from protocol.payloads import ChatMessage, GenerateRequest, Generation
-from scriptorium.testing import running_agent
 from tests.inference.conftest import MODEL, gauge, wait_for
 
 QUESTION = [ChatMessage(role="user", content="Name three colours.")]
@@ -172,27 +171,22 @@ async def test_a_stream_client_that_disconnects_does_not_lose_the_task(agent_url
 
 
 async def test_stream_interval_joins_tokens_into_fewer_chunks(
-    inference_url: str, redis_url: str, redis_prefix: str
+    agent_on_session_engine: Callable[..., contextlib.AbstractAsyncContextManager[str]],
 ) -> None:
-    settings = InferenceSettings(
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        inference_url=inference_url,
-        stream_interval_ms=250,
-    )
-    async with running_agent(parts(settings), settings) as url:
-        await wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, 10, "not ready")
-        async with http_client(request_timeout_s=60) as http:
-            client = await open_client(url, http)
-            chunks: list[str] = []
+    chunks: list[str] = []
 
-            async def on_update(event: object, task: object) -> None:
-                if event.HasField("artifact_update"):  # type: ignore[attr-defined]
-                    artifact = event.artifact_update.artifact  # type: ignore[attr-defined]
-                    if artifact.artifact_id == "tokens":
-                        chunks.append("".join(p.text for p in artifact.parts))
+    async def on_update(event: object, task: object) -> None:
+        if event.HasField("artifact_update"):  # type: ignore[attr-defined]
+            artifact = event.artifact_update.artifact  # type: ignore[attr-defined]
+            if artifact.artifact_id == "tokens":
+                chunks.append("".join(p.text for p in artifact.parts))
 
-            task = await call_skill(client, "generate", _request(40), on_update=on_update)
+    async with (
+        agent_on_session_engine(stream_interval_ms=250) as url,
+        http_client(request_timeout_s=60) as http,
+    ):
+        client = await open_client(url, http)
+        task = await call_skill(client, "generate", _request(40), on_update=on_update)
     generation = Generation.model_validate(data_of(task)[-1])
     assert generation.usage.completion_tokens == 40
     assert 2 <= len(chunks) <= 15, f"{len(chunks)} chunks for 40 tokens at 250 ms"

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 
 import httpx
 import openai
 import pytest
 
-from agents.inference.agent import parts
-from agents.inference.settings import InferenceSettings
-from scriptorium.testing import running_agent
 from tests.inference.conftest import MODEL, gauge, wait_for
 
 MESSAGES = [{"role": "user", "content": "What is a library?"}]
@@ -134,16 +133,9 @@ async def test_adk_llm_agent_answers_through_litellm(agent_url: str) -> None:
 
 
 async def test_with_a_token_the_endpoint_wants_it_as_the_api_key(
-    inference_url: str, redis_url: str, redis_prefix: str
+    agent_on_session_engine: Callable[..., contextlib.AbstractAsyncContextManager[str]],
 ) -> None:
-    settings = InferenceSettings(
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        inference_url=inference_url,
-        token="s3cret",
-    )
-    async with running_agent(parts(settings), settings) as url:
-        await wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, 10, "not ready")
+    async with agent_on_session_engine(token="s3cret") as url:
         anonymous = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             await anonymous.models.list()
