@@ -64,8 +64,9 @@ _SAVE = Script(
 )
 #: How long an id minted here is known to be new if no save follows (then Redis decides).
 FRESH_TTL_S = 60.0
-#: How long an intermediate state may wait to be coalesced with the states after it.
-COALESCE_S = 0.005
+#: How long an intermediate state may wait to be coalesced with the states after it. Streamed
+#: artifacts (one event per token) land at most this often; a final state never waits.
+COALESCE_S = 0.25
 log = logging.getLogger(__name__)
 
 
