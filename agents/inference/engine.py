@@ -165,12 +165,15 @@ class ManagedEngine:
         return args + list(s.engine_args)
 
     def environment(self) -> dict[str, str]:
-        """The server's environment: offline, and the CPU KV-cache size."""
-        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-        if self.settings.resolved_device == "cpu":
-            env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.cpu_kv_cache_gib:g}")
+        """The server's environment: offline for a local folder, and the CPU KV-cache size.
+
+        A hub id keeps the caller's ``HF_HUB_OFFLINE`` (unset: vLLM may download it).
+        """
+        env = {**os.environ}
         if Path(self.model_path).exists():  # a local folder never needs the hub
             env["HF_HUB_OFFLINE"] = "1"
+        if self.settings.resolved_device == "cpu":
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.cpu_kv_cache_gib:g}")
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         return env
 
