@@ -89,46 +89,102 @@ class IngestReport(Payload):
 
 # --- writer and critic -------------------------------------------------------------------
 
+CitationOrigin = Literal["model", "attached", "extractive"]
+SentenceVerdictKind = Literal["supported", "unsupported", "uncited", "bad_citation"]
+
+
+class DraftSentence(Payload):
+    """One sentence of a draft: its text (no ``[n]`` markers) and the passages it cites."""
+
+    text: str
+    citations: list[int] = Field(default_factory=list, description="1-based passage numbers.")
+    origin: CitationOrigin | None = Field(
+        default=None,
+        description="Who chose the citations: the model, attached afterwards by grounding, or "
+        "an extractive quote. None when the sentence cites nothing.",
+    )
+    support: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Writer's support estimate for its citations."
+    )
+    unsupported: bool = Field(
+        default=False, description="Nothing in the passages supports it; shown marked as such."
+    )
+
 
 class Draft(Payload):
     """An answer whose sentences cite passages as ``[n]`` (1-based)."""
 
-    text: str
-    citations: list[int] = Field(default_factory=list)
+    text: str = Field(description="The sentences rendered with their [n] markers.")
+    sentences: list[DraftSentence] = Field(default_factory=list)
+    extractive: bool = Field(default=False, description="Quoted from the passages, not written.")
+    abstained: bool = Field(default=False, description="The passages do not hold the answer.")
+    model: str | None = None
+    completion_tokens: int = 0
+    engine_ms: float = Field(default=0.0, description="Time spent inside the inference engine.")
+
+
+class SentenceVerdict(Payload):
+    """The critic's finding on one sentence of a draft."""
+
+    index: int = Field(description="0-based position in the draft.")
+    sentence: str
+    citations: list[int]
+    verdict: SentenceVerdictKind
+    support: float = Field(ge=0.0, le=1.0, description="Best support among cited passages.")
+    best_passage: int | None = Field(
+        default=None, description="1-based passage that supports it best (any passage)."
+    )
+    best_support: float = Field(default=0.0, ge=0.0, le=1.0)
+    best_span: str = Field(default="", description="The passage sentence that matches best.")
+    feedback: str = ""
+
+
+class Coverage(Payload):
+    """Whether the passages hold what the question asks."""
+
+    covered: bool
+    missing_terms: list[str] = Field(default_factory=list)
+    answer_type: str | None = Field(
+        default=None, description="What kind of answer the question wants (number, date, ...)."
+    )
+    answer_type_found: bool = True
+
+
+class Critique(Payload):
+    """Accept, or revise with feedback the writer can act on sentence by sentence."""
+
+    verdict: Literal["accept", "revise"]
+    sentences: list[SentenceVerdict] = Field(default_factory=list)
+    feedback: list[str] = Field(default_factory=list)
+    coverage: Coverage
+    judge: Literal["forest", "llm"] = "forest"
 
 
 class WriteRequest(Payload):
-    """Draft an answer, or revise ``previous`` following ``feedback``."""
+    """Draft an answer, revise ``previous`` following ``critique``, or quote the passages.
 
-    question: str = Field(min_length=1)
-    passages: list[Passage]
+    ``mode``: ``generate`` (the model writes; revises when ``previous`` is given),
+    ``extractive`` (best-supported passage sentences, quoted with citations) or ``abstain``
+    (say the documents do not hold the answer, with the closest passages).
+    """
+
+    question: str = Field(min_length=1, max_length=4096)
+    passages: list[Passage] = Field(max_length=50)
     previous: Draft | None = None
-    feedback: list[str] = Field(default_factory=list)
-
-
-class SentenceCheck(Payload):
-    """The critic's finding on one sentence."""
-
-    sentence: str
-    citations: list[int]
-    supported: bool
-    reason: str = ""
+    critique: Critique | None = None
+    mode: Literal["generate", "extractive", "abstain"] = "generate"
+    max_tokens: int = Field(default=160, ge=8, le=2048)
+    structured: bool = Field(
+        default=False, description="Ask the engine for JSON {sentences: [{text, citations}]}."
+    )
 
 
 class CritiqueRequest(Payload):
     """Check a draft against the passages it cites."""
 
-    question: str
+    question: str = Field(min_length=1, max_length=4096)
     draft: Draft
-    passages: list[Passage]
-
-
-class Verdict(Payload):
-    """Accept, or revise with actionable feedback."""
-
-    verdict: Literal["accept", "revise"]
-    sentences: list[SentenceCheck] = Field(default_factory=list)
-    feedback: list[str] = Field(default_factory=list)
+    passages: list[Passage] = Field(max_length=50)
 
 
 # --- inference ---------------------------------------------------------------------------
@@ -154,6 +210,10 @@ class GenerateRequest(Payload):
         default=False, description="Generate exactly max_tokens (for benchmarks)."
     )
     model: str | None = Field(default=None, description="Default: the agent's model.")
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="Constrain the output to this JSON Schema (vLLM structured outputs).",
+    )
 
 
 class Usage(Payload):
@@ -181,21 +241,59 @@ class AnswerRequest(Payload):
     """A user's question."""
 
     question: str = Field(min_length=1, max_length=4096)
-    k: int = Field(default=5, ge=1, le=50)
-    max_rounds: int = Field(default=3, ge=1, le=10)
+    k: int = Field(default=5, ge=1, le=20)
+    max_rounds: int = Field(default=3, ge=1, le=6)
+    max_tokens: int = Field(default=160, ge=16, le=1024)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
-    collection: str = "default"
+    collection: str = Field(default="default", min_length=1, max_length=128)
+
+
+class AnswerCitation(Payload):
+    """A passage a sentence cites."""
+
+    passage: int = Field(description="1-based number in Answer.passages.")
+    chunk_id: str
+    document_id: str
+    source: str
+    snippet: str
+    support: float = Field(ge=0.0, le=1.0)
+    origin: CitationOrigin
+
+
+class AnswerSentence(Payload):
+    """One sentence of the answer with its citations and the critic's verdict."""
+
+    text: str
+    citations: list[AnswerCitation] = Field(default_factory=list)
+    verdict: SentenceVerdictKind
+    support: float = Field(ge=0.0, le=1.0)
+    unsupported: bool = Field(default=False, description="Openly marked as not supported.")
+
+
+class RoundRecord(Payload):
+    """What one round of the loop produced (for evaluation and replay)."""
+
+    round: int
+    query: str
+    passages: int
+    draft: Draft
+    critique: Critique | None = None
 
 
 class Answer(Payload):
-    """A grounded answer with the passages it cites and the critic's last verdict."""
+    """A grounded answer: text, cited sentences, passages, the critic's verdict, timings."""
 
     question: str
     text: str
+    sentences: list[AnswerSentence]
     passages: list[Passage]
-    verdict: Verdict | None = None
+    verdict: Literal["accept", "revise"]
     rounds: int
+    extractive: bool = False
+    abstained: bool = False
     session_id: str
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    history: list[RoundRecord] = Field(default_factory=list)
 
 
 PAYLOADS: dict[str, type[Payload]] = {
@@ -210,7 +308,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         WriteRequest,
         Draft,
         CritiqueRequest,
-        Verdict,
+        Critique,
         GenerateRequest,
         Generation,
         AnswerRequest,

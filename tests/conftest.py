@@ -44,7 +44,7 @@ def own_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restartable
 @pytest.fixture(scope="session")
 def embedder() -> Any:
     """The real default embedder (ONNX int8 all-MiniLM-L6-v2), prepared once per machine."""
-    from agents.retriever.embedding import load_embedder
+    from agents.common.embedding import load_embedder
     from agents.retriever.settings import RetrieverSettings
 
     return load_embedder("onnx-int8", cache_dir=RetrieverSettings().resolved_model_cache_dir)

@@ -93,6 +93,11 @@ class Inference:
             body["seed"] = request.seed
         if request.ignore_eos:
             body["ignore_eos"] = True
+        if request.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": request.json_schema},
+            }
         return body
 
     async def generate(self, call: SkillCall) -> None:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agents.common.embedding import Embedder
 from agents.retriever.chunking import ChunkingConfig, chunk_id, chunk_text
-from agents.retriever.embedding import Embedder
 from agents.retriever.readers import Item, Skipped, SourceDocument
 from agents.retriever.store.base import Chunk, DocumentStore
 

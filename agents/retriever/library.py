@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.common.embedding import Embedder
 from agents.retriever.chunking import ChunkingConfig
-from agents.retriever.embedding import Embedder, load_embedder
 from agents.retriever.ingest import Ingestor, IngestStats, ProgressCallback
 from agents.retriever.readers import Item, SourceDocument, read_paths
 from agents.retriever.settings import RetrieverSettings
@@ -63,14 +63,7 @@ class Library:
     async def open(cls, settings: RetrieverSettings) -> Library:
         """Load the embedding model (preparing it once) and open the store."""
         started = time.perf_counter()
-        embedder: Embedder = await asyncio.to_thread(
-            load_embedder,
-            settings.embedder,
-            model_dir=settings.model_dir,
-            cache_dir=settings.resolved_model_cache_dir,
-            max_seq_length=settings.max_seq_length,
-            batch_size=settings.embed_batch_size,
-        )
+        embedder: Embedder = await asyncio.to_thread(settings.load_embedder)
         store = open_store(settings, embedder.dim)
         chunking = ChunkingConfig(
             target_words=settings.chunk_words,

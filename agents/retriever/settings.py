@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 
-from agents.scaffold.settings import AgentSettings
+from agents.common.settings import EmbeddingSettings
 
 
-class RetrieverSettings(AgentSettings):
+class RetrieverSettings(EmbeddingSettings):
     """The document store, the embedding model and ingestion limits."""
 
     store: Literal["lancedb", "weaviate"] | None = Field(
@@ -26,16 +26,6 @@ class RetrieverSettings(AgentSettings):
         validation_alias=AliasChoices("WEAVIATE_API_KEY", "SCRIPTORIUM_WEAVIATE_API_KEY"),
     )
     weaviate_tenant: str | None = None
-    embedder: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8"
-    model_dir: Path | None = Field(
-        default=None,
-        description="A sentence-transformers model folder (default: the packaged "
-        "all-MiniLM-L6-v2).",
-    )
-    max_seq_length: int = Field(
-        default=128, ge=16, le=512, description="Tokens embedded per chunk (90-word chunks fit)."
-    )
-    embed_batch_size: int | None = Field(default=None, ge=1)
     chunk_words: int = Field(default=90, ge=16)
     chunk_max_words: int = Field(default=150, ge=16)
     chunk_overlap_words: int = Field(default=15, ge=0)

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from agents.common.embedding import compare, load_embedder
 from agents.retriever.chunking import ChunkingConfig, chunk_text
-from agents.retriever.embedding import compare, load_embedder
 from agents.retriever.ingest import Ingestor
 from agents.retriever.library import search_store
 from agents.retriever.readers import SourceDocument

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.retriever.embedding import (
+from agents.common.embedding import (
     MANIFEST,
     Embedder,
     EmbeddingError,

