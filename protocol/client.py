@@ -6,16 +6,20 @@ no card fetch happens per call), then use :func:`call_skill`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import httpx
 from a2a.client import Client, ClientConfig, create_client
+from a2a.client.errors import A2AClientError, A2AClientTimeoutError
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
 from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.types import (
     AgentCard,
+    CancelTaskRequest,
     Message,
     Part,
     Role,
@@ -29,6 +33,7 @@ from pydantic import BaseModel
 
 from protocol.cards import SKILL_METADATA_KEY
 
+log = logging.getLogger(__name__)
 A2A_VERSION_HEADER = "A2A-Version"
 TERMINAL_STATES = frozenset(
     {
@@ -40,6 +45,7 @@ TERMINAL_STATES = frozenset(
 )
 
 UpdateCallback = Callable[[StreamResponse, Task], Awaitable[None]]
+M = TypeVar("M", bound=BaseModel)
 
 
 class SkillFailed(RuntimeError):
@@ -105,28 +111,91 @@ def skill_message(
     return SendMessageRequest(message=message)
 
 
+@overload
 async def call_skill(
     client: Client,
     skill: str,
     payload: BaseModel | dict[str, Any] | str,
     *,
+    result: None = None,
     context_id: str | None = None,
     on_update: UpdateCallback | None = None,
-) -> Task:
+) -> Task: ...
+
+
+@overload
+async def call_skill(
+    client: Client,
+    skill: str,
+    payload: BaseModel | dict[str, Any] | str,
+    *,
+    result: type[M],
+    context_id: str | None = None,
+    on_update: UpdateCallback | None = None,
+) -> M: ...
+
+
+async def call_skill(
+    client: Client,
+    skill: str,
+    payload: BaseModel | dict[str, Any] | str,
+    *,
+    result: type[M] | None = None,
+    context_id: str | None = None,
+    on_update: UpdateCallback | None = None,
+) -> Task | M:
     """Send a skill request, follow its stream, and return the completed task.
 
-    Raises :class:`SkillFailed` when the task fails, is canceled or rejected.
+    With ``result=Model`` the last data artifact is returned parsed as ``Model`` instead.
+    Raises :class:`SkillFailed` when the task fails, is canceled or rejected. When the
+    caller is cancelled mid-call, the remote task is cancelled too.
     """
     task: Task | None = None
-    async for event in client.send_message(skill_message(skill, payload, context_id=context_id)):
-        task = _apply(task, event)
-        if on_update is not None and task is not None:
-            await on_update(event, task)
+    try:
+        async for event in client.send_message(
+            skill_message(skill, payload, context_id=context_id)
+        ):
+            task = _apply(task, event)
+            if on_update is not None and task is not None:
+                await on_update(event, task)
+    except asyncio.CancelledError:
+        if task is not None and task.id and task.status.state not in TERMINAL_STATES:
+            await _cancel_quietly(client, task.id)
+        raise
     if task is None:
         raise RuntimeError(f"skill {skill!r} answered with no task")
     if task.status.state != TaskState.TASK_STATE_COMPLETED:
         raise SkillFailed(task)
-    return task
+    if result is None:
+        return task
+    data = task_data(task)
+    if not data:
+        raise RuntimeError(f"skill {skill!r} completed without a data artifact")
+    return result.model_validate(data[-1])
+
+
+async def _cancel_quietly(client: Client, task_id: str, timeout_s: float = 5.0) -> None:
+    """Cancel a remote task on the way out of a cancelled call; never raises."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.shield(client.cancel_task(CancelTaskRequest(id=task_id)))
+    except Exception as exc:  # gone, or already finished: nothing more to do
+        log.info("could not cancel remote task %s: %s", task_id, exc)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a call failed because the agent could not be reached (dead, not a refusal)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError | A2AClientTimeoutError | ConnectionError):
+            return True
+        if isinstance(seen, httpx.HTTPStatusError) and seen.response.status_code in (502, 503):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return isinstance(exc, A2AClientError) and (
+        "Network communication error" in text or "HTTP Error 503" in text
+    )
 
 
 def _apply(task: Task | None, event: StreamResponse) -> Task | None:

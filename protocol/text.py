@@ -76,6 +76,8 @@ def parse_citations(sentence: str) -> CitedSentence:
     bare = _CITATION.sub("", sentence)
     bare = _SPACES.sub(" ", bare).strip()
     bare = re.sub(r"\s+([.,;:!?])", r"\1", bare)
+    if not any(ch.isalnum() for ch in bare):
+        bare = ""
     return CitedSentence(bare, tuple(numbers))
 
 

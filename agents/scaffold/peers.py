@@ -1,0 +1,346 @@
+"""Reaching other agents: discovery, one A2A client per instance, sessions, typed calls.
+
+Written once for every caller. :class:`Peers` finds instances by skill (through the registry
+on Redis, or its HTTP discovery endpoint for processes without Redis), keeps one A2A client
+per instance built from its registered card (no card fetch per call), and calls skills with
+typed results. :meth:`Peers.session` negotiates a session (one instance per role), renews
+its lease, rebinds a role whose instance died and retries that step once, logs every
+exchange with its timing to the session's event log, and releases the session however the
+block ends (also on error and cancel). :meth:`Peers.join` lets an agent called inside a
+session use the instances bound to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from a2a.client import Client
+from pydantic import BaseModel
+
+from agents.scaffold.executor import SkillError
+from protocol.cards import card_from_dict
+from protocol.client import SkillFailed, UpdateCallback, call_skill, http_client, is_unreachable
+from protocol.client import open_client as open_a2a_client
+from protocol.settings import CommonSettings
+from registry.client import RegistryClient
+from registry.errors import NoCapacity, RegistryError, SessionNotFound
+from registry.events import SessionLog
+from registry.records import AgentRecord
+from registry.redisio import redis_client
+from registry.registry import Registry
+from registry.sessions import Session, SessionBroker, check_session_id
+from registry.settings import RegistrySettings
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class Directory(Protocol):
+    """Where agent records are read: :class:`Registry` (Redis) or :class:`RegistryClient`."""
+
+    async def discover(
+        self, skill: str | None = None, tag: str | None = None
+    ) -> list[AgentRecord]: ...
+
+    async def get(self, instance_id: str) -> AgentRecord | None: ...
+
+
+class PeerUnavailable(SkillError):
+    """No healthy instance could do the step; the message names the agent and what to do."""
+
+
+class Peers:
+    """Discovery, cached A2A clients and typed skill calls for one process."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        http: httpx.AsyncClient,
+        *,
+        caller: str,
+        broker: SessionBroker | None = None,
+        events: SessionLog | None = None,
+    ) -> None:
+        self.directory = directory
+        self.http = http
+        self.caller = caller
+        self.broker = broker
+        self.events = events
+        self._clients: dict[tuple[str, str], Client] = {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, settings: CommonSettings, *, caller: str, request_timeout_s: float | None = None
+    ) -> AsyncIterator[Peers]:
+        """Peers over the registry in Redis (agents): discovery and sessions."""
+        redis = redis_client(settings)
+        registry_settings = RegistrySettings(**settings.model_dump())
+        try:
+            async with _http(settings, request_timeout_s) as http:
+                yield cls(
+                    Registry(redis, registry_settings),
+                    http,
+                    caller=caller,
+                    broker=SessionBroker(redis, registry_settings),
+                    events=SessionLog(redis, registry_settings),
+                )
+        finally:
+            await redis.aclose()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def over_http(
+        cls,
+        settings: CommonSettings,
+        *,
+        caller: str = "cli",
+        registry_url: str | None = None,
+        request_timeout_s: float | None = None,
+    ) -> AsyncIterator[Peers]:
+        """Peers over the registry's HTTP discovery endpoint (the CLI): discovery only."""
+        async with _http(settings, request_timeout_s) as http:
+            url = registry_url or settings.resolved_registry_url
+            yield cls(RegistryClient(url, http), http, caller=caller)
+
+    async def find(self, skill: str) -> AgentRecord:
+        """The healthy instance offering ``skill`` with the most free capacity."""
+        try:
+            records = await self.directory.discover(skill)
+        except RegistryError as exc:
+            raise PeerUnavailable(str(exc)) from exc
+        if not records:
+            raise PeerUnavailable(
+                f"no healthy agent offers skill {skill!r}; is it running? "
+                "(`scriptorium agents` lists what is registered)"
+            )
+        return records[0]
+
+    async def client(self, record: AgentRecord) -> Client:
+        """The A2A client of one instance, built once from its registered card."""
+        key = (record.id, record.card_json)
+        client = self._clients.get(key)
+        if client is None:
+            client = await open_a2a_client(card_from_dict(record.card), self.http)
+            self._clients[key] = client
+        return client
+
+    async def call(
+        self,
+        skill: str,
+        payload: BaseModel,
+        *,
+        result: type[M],
+        record: AgentRecord | None = None,
+        context_id: str | None = None,
+        on_update: UpdateCallback | None = None,
+    ) -> M:
+        """Call ``skill`` on ``record`` (default: the best instance offering it)."""
+        record = record or await self.find(skill)
+        client = await self.client(record)
+        return await call_skill(
+            client, skill, payload, result=result, context_id=context_id, on_update=on_update
+        )
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, roles: Mapping[str, str], *, lease_s: float | None = None
+    ) -> AsyncIterator[TeamSession]:
+        """Negotiate one instance per role (role -> skill); renew; always release."""
+        broker = self._require_broker()
+        try:
+            session = await broker.negotiate(roles, lease_s=lease_s)
+        except NoCapacity as exc:
+            raise PeerUnavailable(
+                f"cannot start a session: {exc}. Check the agents with `scriptorium agents`."
+            ) from exc
+        team = TeamSession(self, session)
+        renew = asyncio.create_task(team.keep_alive(lease_s or broker.settings.session_lease_s))
+        try:
+            yield team
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+            with contextlib.suppress(RegistryError, OSError, TimeoutError):
+                await asyncio.shield(broker.release(session.id))
+
+    async def join(self, session_id: str) -> TeamSession | None:
+        """The session an incoming request belongs to (its contextId), if it is one."""
+        if self.broker is None or not session_id:
+            return None
+        try:
+            check_session_id(session_id)
+            session = await self.broker.get(session_id)
+        except (SessionNotFound, RegistryError):
+            return None
+        return TeamSession(self, session)
+
+    def _require_broker(self) -> SessionBroker:
+        if self.broker is None:
+            raise RuntimeError("sessions need Peers.connect (Redis), not Peers.over_http")
+        return self.broker
+
+
+class TeamSession:
+    """One negotiated session: calls go to the instance bound to each role."""
+
+    def __init__(self, peers: Peers, session: Session) -> None:
+        self.peers = peers
+        self.session = session
+
+    @property
+    def id(self) -> str:
+        return self.session.id
+
+    async def call(
+        self,
+        role: str,
+        payload: BaseModel,
+        *,
+        result: type[M],
+        on_update: UpdateCallback | None = None,
+    ) -> M:
+        """Call the role's skill on its bound instance; rebind and retry once if it died.
+
+        Raises :class:`PeerUnavailable` naming the role when no instance can do it, and
+        :class:`SkillFailed` when the instance answered but the task did not complete.
+        """
+        skill = self.session.roles[role]
+        for attempt in (1, 2):
+            record = await self._bound(role)
+            if record is not None:
+                started = time.perf_counter()
+                await self.note(f"{skill}.request", recipient=record.id, payload=_dump(payload))
+                try:
+                    answer = await self.peers.call(
+                        skill,
+                        payload,
+                        result=result,
+                        record=record,
+                        context_id=self.id,
+                        on_update=on_update,
+                    )
+                except SkillFailed as exc:
+                    await self.note(
+                        f"{skill}.failed",
+                        recipient=record.id,
+                        summary=str(exc),
+                        payload={"ms": _ms(started)},
+                    )
+                    raise
+                except Exception as exc:
+                    if not is_unreachable(exc):
+                        raise
+                    await self.note(
+                        f"{skill}.unreachable",
+                        recipient=record.id,
+                        summary=f"{type(exc).__name__}: {exc}",
+                        payload={"ms": _ms(started), "attempt": attempt},
+                    )
+                    log.warning(
+                        "peer unreachable",
+                        extra={"session_id": self.id, "role": role, "instance": record.id},
+                    )
+                else:
+                    body = _dump(answer)
+                    body["ms"] = _ms(started)
+                    await self.note(f"{skill}.result", recipient=record.id, payload=body)
+                    return answer
+            if attempt == 1 and not await self._rebind(role):
+                break
+        bound = self.session.bindings.get(role, "none")
+        raise PeerUnavailable(
+            f"the {role} agent ({bound}) is unreachable and no other healthy {role} has "
+            f"capacity; start one (`scriptorium agent {role}`) and ask again"
+        )
+
+    async def note(
+        self,
+        kind: str,
+        *,
+        recipient: str = "",
+        payload: dict[str, Any] | None = None,
+        summary: str | None = None,
+    ) -> None:
+        """Append an event to the session's log (best effort: a log outage is logged)."""
+        events = self.peers.events
+        if events is None:
+            return
+        try:
+            await events.append(
+                self.id,
+                sender=self.peers.caller,
+                recipient=recipient or self.peers.caller,
+                kind=kind,
+                payload=payload,
+                summary=summary,
+            )
+        except (RegistryError, OSError) as exc:
+            log.warning(
+                "session log write failed", extra={"session_id": self.id, "error": str(exc)}
+            )
+
+    async def keep_alive(self, lease_s: float) -> None:
+        """Renew the lease every third of it until cancelled."""
+        broker = self.peers._require_broker()
+        while True:
+            await asyncio.sleep(max(1.0, lease_s / 3))
+            try:
+                self.session = await broker.renew(self.id, lease_s)
+            except (RegistryError, OSError) as exc:
+                log.warning(
+                    "lease renewal failed", extra={"session_id": self.id, "error": str(exc)}
+                )
+
+    async def _bound(self, role: str) -> AgentRecord | None:
+        instance = self.session.bindings.get(role)
+        if instance is None:
+            raise PeerUnavailable(f"session {self.id} has no role {role!r}")
+        record = await self.peers.directory.get(instance)
+        if record is None or record.state == "offline":
+            return None
+        return record
+
+    async def _rebind(self, role: str) -> bool:
+        broker = self.peers.broker
+        if broker is None:
+            return False
+        old = self.session.bindings.get(role)
+        try:
+            self.session = await broker.rebind(self.id, role)
+        except (NoCapacity, RegistryError) as exc:
+            await self.note("session.rebind_failed", summary=f"{role}: {exc}")
+            return False
+        await self.note(
+            "session.rebound",
+            payload={"role": role, "from": old, "to": self.session.bindings.get(role)},
+        )
+        return True
+
+
+@contextlib.asynccontextmanager
+async def _http(
+    settings: CommonSettings, request_timeout_s: float | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(
+        connect_timeout_s=settings.connect_timeout_s,
+        request_timeout_s=request_timeout_s or settings.request_timeout_s,
+        headers=settings.auth_headers(),
+    ) as http:
+        yield http
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    data: dict[str, Any] = model.model_dump(mode="json")
+    return data
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

@@ -1,0 +1,72 @@
+"""A client of the registry's HTTP discovery endpoint, for processes without Redis (the CLI).
+
+It answers the same reads as :class:`registry.Registry` (``discover``, ``get``), so code
+that only finds agents works against either.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import httpx
+
+from registry.errors import RegistryError
+from registry.records import AgentRecord
+
+
+class RegistryUnreachable(RegistryError):
+    """The discovery endpoint did not answer; the message says where and what to do."""
+
+
+class RegistryClient:
+    """Reads agent records from ``GET /agents`` of a running registry."""
+
+    def __init__(self, url: str, http: httpx.AsyncClient) -> None:
+        self.url = url.rstrip("/")
+        self.http = http
+
+    async def discover(
+        self, skill: str | None = None, tag: str | None = None
+    ) -> builtins.list[AgentRecord]:
+        """Healthy instances (optionally by skill and/or tag), most free capacity first."""
+        params = {k: v for k, v in (("skill", skill), ("tag", tag)) if v}
+        params["healthy_only"] = "true"
+        return [AgentRecord.model_validate(r) for r in await self._list("/agents", params)]
+
+    async def list(self) -> builtins.list[AgentRecord]:
+        """Every registered instance in any state."""
+        return [AgentRecord.model_validate(r) for r in await self._list("/agents", {})]
+
+    async def get(self, instance_id: str) -> AgentRecord | None:
+        """One instance's record, or None when it is not registered."""
+        try:
+            return AgentRecord.model_validate(await self._get(f"/agents/{instance_id}", {}))
+        except _NotFound:
+            return None
+
+    async def _list(self, path: str, params: dict[str, str]) -> builtins.list[object]:
+        body = await self._get(path, params)
+        if not isinstance(body, list):
+            raise RegistryUnreachable(f"{self.url}{path} did not answer a list: is it a registry?")
+        return body
+
+    async def _get(self, path: str, params: dict[str, str]) -> object:
+        url = self.url + path
+        try:
+            response = await self.http.get(url, params=params)
+        except httpx.HTTPError as exc:
+            raise RegistryUnreachable(
+                f"cannot reach the registry at {self.url} ({exc!r}); start the stack with "
+                "`scriptorium up` or set SCRIPTORIUM_REGISTRY_URL"
+            ) from exc
+        if response.status_code == 404:
+            raise _NotFound(path)
+        if response.status_code >= 400:
+            raise RegistryUnreachable(
+                f"the registry at {self.url} answered {response.status_code}: {response.text[:300]}"
+            )
+        return response.json()
+
+
+class _NotFound(Exception):
+    pass
