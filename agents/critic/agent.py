@@ -1,31 +1,127 @@
-"""The critic's card and skills."""
+"""The critic: skill ``critique`` checks every sentence of a draft against the passages.
+
+Support comes from the grounding model shared with the writer (sentence-level MiniLM
+similarity, overlap, entity/number and negation features, combined by a random forest
+trained by ``scriptorium critic train``), or, with ``SCRIPTORIUM_CRITIC_JUDGE=llm``, from
+the model served by the inference agent bound in the session (for a capable checker on a
+GPU). Both produce the same :class:`~protocol.payloads.Critique`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import Field
+
+from agents.common.grounding import Grounder, Support
+from agents.common.settings import EmbeddingSettings
+from agents.critic.judge import judge_supports
+from agents.critic.review import draft_sentences, review
 from agents.scaffold.app import AgentParts
-from agents.scaffold.executor import not_built
+from agents.scaffold.executor import SkillCall, SkillError
+from agents.scaffold.peers import Peers
 from agents.scaffold.settings import AgentSettings
 from protocol.cards import CardSpec, Skill
+from protocol.payloads import CritiqueRequest
 
 CARD = CardSpec(
     name="critic",
     description=(
         "Checks each sentence of a draft against the passages it cites, citation validity "
-        "and relevance; returns a verdict with actionable feedback."
+        "and the question's coverage; returns a verdict with actionable feedback."
     ),
     capacity=8,
     skills=[
         Skill(
             id="critique",
             name="Critique a draft",
-            description="Per-sentence support check and a verdict: accept or revise.",
+            description="CritiqueRequest -> Critique: per-sentence verdict (supported, "
+            "unsupported, uncited, bad_citation), support score, best passage and span; "
+            "coverage of the question; accept or revise with feedback.",
             tags=["verification", "grounding", "citations"],
             examples=['{"question": "...", "draft": {"text": "..."}, "passages": [...]}'],
         )
     ],
 )
+CRITIQUE_ARTIFACT = "critique"
+
+
+class CriticSettings(EmbeddingSettings):
+    """The critic's settings (prefix ``SCRIPTORIUM_``)."""
+
+    critic_judge: Literal["forest", "llm"] = Field(
+        default="forest",
+        description="forest: the trained grounding model; llm: ask the model served by the "
+        "inference agent (use with a capable checker model, e.g. on a GPU).",
+    )
+
+
+class Critic:
+    """The critique skill over the grounding model."""
+
+    def __init__(self, settings: CriticSettings) -> None:
+        self.settings = settings
+        self._grounder: Grounder | None = None
+        self._peers: Peers | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        self._grounder = await asyncio.to_thread(Grounder.load, self.settings)
+        async with Peers.connect(self.settings, caller="critic") as peers:
+            self._peers = peers
+            yield
+        self._peers = None
+
+    @property
+    def grounder(self) -> Grounder:
+        if self._grounder is None:
+            raise SkillError("the critic is still starting; try again in a moment")
+        return self._grounder
+
+    async def critique(self, call: SkillCall) -> None:
+        request = call.parse(CritiqueRequest)
+        grounder = self.grounder
+        sentences = draft_sentences(request.draft)
+        passages = [p.text for p in request.passages]
+        supports: list[list[Support]] = [[] for _ in sentences]
+        if sentences and passages:
+            supports = await asyncio.to_thread(
+                grounder.support, [s.text for s in sentences], passages, request.question
+            )
+        coverage = await asyncio.to_thread(grounder.coverage, request.question, passages)
+        answer_type_given = True
+        if coverage.answer_type and not request.draft.abstained:
+            given = await asyncio.to_thread(
+                grounder.coverage, request.question, [request.draft.text]
+            )
+            answer_type_given = given.answer_type_found
+        threshold = grounder.threshold
+        if self.settings.critic_judge == "llm" and self._peers is not None and sentences:
+            supports = await judge_supports(
+                self._peers, call.context_id, sentences, passages, supports
+            )
+            threshold = 0.5
+        result = review(
+            request.draft,
+            sentences,
+            supports,
+            coverage,
+            threshold,
+            answer_type_given=answer_type_given,
+            judge=self.settings.critic_judge,
+        )
+        await call.emit(result, name=CRITIQUE_ARTIFACT)
+
+
+def parts(settings: CriticSettings) -> AgentParts:
+    """The critic's parts for explicit settings."""
+    critic = Critic(settings)
+    return AgentParts(card=CARD, handlers={"critique": critic.critique}, lifespan=critic.lifespan)
 
 
 def build(settings: AgentSettings) -> AgentParts:
-    """The critic's parts."""
-    return AgentParts(card=CARD, handlers={"critique": not_built("the critic issue")})
+    """The critic's parts, configured from the environment."""
+    return parts(CriticSettings(**settings.model_dump(exclude_unset=True)))

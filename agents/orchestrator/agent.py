@@ -1,11 +1,44 @@
-"""The orchestrator's card and skills."""
+"""The orchestrator: skill ``answer`` runs the loop over a negotiated session.
+
+One session per question binds a retriever, writer, critic and inference instance; its id
+is the A2A ``contextId`` of every hop, so the writer and critic reach the inference instance
+bound to it, and every exchange lands in the session's event log with its timing. The loop
+itself (:mod:`agents.orchestrator.loop`) knows nothing of A2A; this module turns its events
+into progress updates and the final :class:`~protocol.payloads.Answer`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from a2a.types import StreamResponse, Task, TaskState
+from pydantic import BaseModel, Field
+
+from agents.orchestrator.loop import Critiqued, Done, Drafted, Retrieved, answer_rounds
 from agents.scaffold.app import AgentParts
-from agents.scaffold.executor import not_built
+from agents.scaffold.executor import BadRequest, SkillCall, SkillError
+from agents.scaffold.peers import Peers, TeamSession
 from agents.scaffold.settings import AgentSettings
 from protocol.cards import CardSpec, Skill
+from protocol.client import SkillFailed, UpdateCallback
+from protocol.payloads import (
+    Answer,
+    AnswerCitation,
+    AnswerRequest,
+    AnswerSentence,
+    Critique,
+    CritiqueRequest,
+    Draft,
+    Passage,
+    SearchRequest,
+    SearchResult,
+    SentenceVerdict,
+    WriteRequest,
+)
+from protocol.text import render_answer
 
 CARD = CardSpec(
     name="orchestrator",
@@ -18,14 +51,267 @@ CARD = CardSpec(
         Skill(
             id="answer",
             name="Answer a question",
-            description="A grounded answer whose sentences cite passages as [n], critic-checked.",
+            description="AnswerRequest (or plain text) -> Answer: sentences citing passages "
+            "as [n], each checked by the critic or openly marked unsupported. Streams phase "
+            "updates and the draft's tokens ('answer' artifacts).",
             tags=["question-answering", "rag", "citations"],
             examples=["What happens to a session when one of its agents dies?"],
         )
     ],
 )
+ROLES = {"retriever": "search", "writer": "write", "critic": "critique", "inference": "generate"}
+ANSWER_ARTIFACT = "answer"
+RESULT_ARTIFACT = "result"
+SNIPPET_CHARS = 240
+M = TypeVar("M", bound=BaseModel)
+
+
+class OrchestratorSettings(AgentSettings):
+    """The orchestrator's settings (prefix ``SCRIPTORIUM_``)."""
+
+    step_timeout_s: float = Field(
+        default=180.0, gt=0, description="Longest wait for one downstream step's next event."
+    )
+
+
+class Orchestrator:
+    """The answer skill over the peers found through the registry."""
+
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.settings = settings
+        self._peers: Peers | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        async with Peers.connect(
+            self.settings, caller="orchestrator", request_timeout_s=self.settings.step_timeout_s
+        ) as peers:
+            self._peers = peers
+            yield
+        self._peers = None
+
+    @property
+    def peers(self) -> Peers:
+        if self._peers is None:
+            raise SkillError("the orchestrator is still starting; try again in a moment")
+        return self._peers
+
+    async def answer(self, call: SkillCall) -> None:
+        data = call.data()
+        request = (
+            AnswerRequest(question=data)
+            if isinstance(data, str) and data.strip()
+            else call.parse(AnswerRequest)
+        )
+        if not request.question.strip():
+            raise BadRequest("empty question: ask something the documents might answer")
+        started = time.perf_counter()
+        async with self.peers.session(ROLES) as session:
+            await call.progress(f"session {session.id}", phase="session", session_id=session.id)
+            await session.note("answer.request", payload=request.model_dump(mode="json"))
+            team = SessionTeam(session, call)
+            timings = {"retrieve": 0.0, "write": 0.0, "critique": 0.0, "engine": 0.0}
+            done: Done | None = None
+            async for event in answer_rounds(request, team):
+                if isinstance(event, Retrieved):
+                    timings["retrieve"] += event.ms
+                    await call.progress(
+                        f"round {event.round}: {len(event.passages)} passages "
+                        f"({event.new} new, {event.hop})",
+                        phase="retrieved",
+                        round=event.round,
+                        query=event.query,
+                        hop=event.hop,
+                        passages=len(event.passages),
+                    )
+                elif isinstance(event, Drafted):
+                    timings["write"] += event.ms
+                    timings["engine"] += event.draft.engine_ms
+                    await call.progress(
+                        f"round {event.round}: {event.mode} draft, "
+                        f"{len(event.draft.sentences)} sentences",
+                        phase="drafted",
+                        round=event.round,
+                        mode=event.mode,
+                    )
+                elif isinstance(event, Critiqued):
+                    timings["critique"] += event.ms
+                    supported = sum(s.verdict == "supported" for s in event.critique.sentences)
+                    await call.progress(
+                        f"round {event.round}: critic says {event.critique.verdict} "
+                        f"({supported}/{len(event.critique.sentences)} sentences supported)",
+                        phase="critiqued",
+                        round=event.round,
+                        verdict=event.critique.verdict,
+                        covered=event.critique.coverage.covered,
+                    )
+                else:
+                    done = event
+            assert done is not None
+            timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+            answer = build_answer(request, done, session.id, timings)
+            await session.note(
+                "answer.result",
+                payload={
+                    "text": answer.text,
+                    "verdict": answer.verdict,
+                    "rounds": answer.rounds,
+                    "extractive": answer.extractive,
+                    "abstained": answer.abstained,
+                    "timings_ms": timings,
+                },
+            )
+        await call.emit(answer, name=RESULT_ARTIFACT)
+
+
+class SessionTeam:
+    """The loop's :class:`~agents.orchestrator.loop.Team` over one session's instances."""
+
+    def __init__(self, session: TeamSession, call: SkillCall) -> None:
+        self.session = session
+        self.call = call
+
+    async def search(self, request: SearchRequest) -> list[Passage]:
+        result = await self._step("retriever", request, SearchResult)
+        return result.passages
+
+    async def write(self, request: WriteRequest, round_number: int) -> Draft:
+        artifact_id = f"{ANSWER_ARTIFACT}-{round_number}"
+
+        async def forward(event: StreamResponse, task: Task) -> None:
+            if event.HasField("artifact_update"):
+                update = event.artifact_update
+                text = "".join(p.text for p in update.artifact.parts if p.text)
+                if text or update.last_chunk:
+                    await self.call.stream_text(
+                        artifact_id, text, name=ANSWER_ARTIFACT, last=update.last_chunk
+                    )
+
+        return await self._step("writer", request, Draft, forward)
+
+    async def critique(self, request: CritiqueRequest) -> Critique:
+        return await self._step("critic", request, Critique)
+
+    async def _step(
+        self,
+        role: str,
+        payload: BaseModel,
+        result: type[M],
+        on_update: UpdateCallback | None = None,
+    ) -> M:
+        try:
+            return await self.session.call(role, payload, result=result, on_update=on_update)
+        except SkillFailed as exc:
+            reason = _reason(exc.task)
+            if exc.task.status.state == TaskState.TASK_STATE_REJECTED:
+                raise BadRequest(f"the {role} refused the request: {reason}") from exc
+            raise SkillError(f"the {role} failed: {reason}") from exc
+
+
+def _reason(task: Task) -> str:
+    text = ""
+    if task.status.HasField("message"):
+        text = " ".join(p.text for p in task.status.message.parts if p.text)
+    return text or TaskState.Name(task.status.state)
+
+
+def build_answer(
+    request: AnswerRequest, done: Done, session_id: str, timings: dict[str, float]
+) -> Answer:
+    """The final answer: every sentence either supported by what it cites or marked."""
+    draft, critique, passages = done.draft, done.critique, done.passages
+    if done.empty_store:
+        text = (
+            f"No documents in collection {request.collection!r}; add some with "
+            f"`scriptorium ingest PATH --collection {request.collection}` and ask again."
+        )
+        return Answer(
+            question=request.question,
+            text=text,
+            sentences=[],
+            passages=[],
+            verdict="revise",
+            rounds=done.rounds,
+            abstained=True,
+            session_id=session_id,
+            timings_ms=timings,
+            history=done.history,
+        )
+    checks: list[SentenceVerdict | None] = list(critique.sentences) if critique else []
+    sentences: list[AnswerSentence] = []
+    for index, sentence in enumerate(draft.sentences):
+        check = checks[index] if index < len(checks) else None
+        verdict = check.verdict if check is not None else "unsupported"
+        citations = [
+            _citation(n, passages, check, sentence.origin or "model", sentence.support)
+            for n in sentence.citations
+            if 1 <= n <= len(passages)
+        ]
+        sentences.append(
+            AnswerSentence(
+                text=sentence.text,
+                citations=citations,
+                verdict=verdict,
+                support=check.support if check is not None else 0.0,
+                unsupported=verdict != "supported",
+            )
+        )
+    text = draft.text
+    if sentences:
+        text = render_answer(
+            [(s.text, [c.passage for c in s.citations], s.unsupported) for s in sentences]
+        )
+    return Answer(
+        question=request.question,
+        text=text,
+        sentences=sentences,
+        passages=passages,
+        verdict=critique.verdict if critique is not None else "revise",
+        rounds=done.rounds,
+        extractive=draft.extractive,
+        abstained=draft.abstained,
+        session_id=session_id,
+        timings_ms=timings,
+        history=done.history,
+    )
+
+
+def _citation(
+    number: int,
+    passages: list[Passage],
+    check: SentenceVerdict | None,
+    origin: str,
+    support: float | None,
+) -> AnswerCitation:
+    passage = passages[number - 1]
+    if check is not None and check.best_passage == number and check.best_span:
+        snippet = check.best_span
+    else:
+        snippet = " ".join(passage.text.split())[:SNIPPET_CHARS]
+    score = check.support if check is not None else (support or 0.0)
+    return AnswerCitation(
+        passage=number,
+        chunk_id=passage.chunk_id,
+        document_id=passage.document_id,
+        source=passage.source,
+        snippet=snippet,
+        support=score,
+        origin="attached"
+        if origin == "attached"
+        else "extractive"
+        if origin == "extractive"
+        else "model",
+    )
+
+
+def parts(settings: OrchestratorSettings) -> AgentParts:
+    """The orchestrator's parts for explicit settings."""
+    orchestrator = Orchestrator(settings)
+    return AgentParts(
+        card=CARD, handlers={"answer": orchestrator.answer}, lifespan=orchestrator.lifespan
+    )
 
 
 def build(settings: AgentSettings) -> AgentParts:
-    """The orchestrator's parts."""
-    return AgentParts(card=CARD, handlers={"answer": not_built("the orchestration issue")})
+    """The orchestrator's parts, configured from the environment."""
+    return parts(OrchestratorSettings(**settings.model_dump(exclude_unset=True)))

@@ -1,11 +1,32 @@
-"""The writer's card and skills."""
+"""The writer: skill ``write`` turns a question and passages into a cited draft.
+
+``generate`` asks the inference agent bound in the caller's session (the request's
+contextId) over A2A and streams its tokens on as this task's ``answer`` artifact; the
+output is then grounded (:mod:`agents.writer.grounding`). ``extractive`` quotes the
+best-supported passage sentences; ``abstain`` says the documents do not hold the answer
+and names the closest passages.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from a2a.types import StreamResponse, Task
+from pydantic import Field
+
+from agents.common.grounding import Grounder
+from agents.common.settings import EmbeddingSettings
 from agents.scaffold.app import AgentParts
-from agents.scaffold.executor import not_built
+from agents.scaffold.executor import BadRequest, SkillCall, SkillError
+from agents.scaffold.peers import Peers
 from agents.scaffold.settings import AgentSettings
+from agents.writer import prompt
+from agents.writer.grounding import ground, parse_output, render
 from protocol.cards import CardSpec, Skill
+from protocol.client import SkillFailed
+from protocol.payloads import Draft, DraftSentence, GenerateRequest, Generation, WriteRequest
 
 CARD = CardSpec(
     name="writer",
@@ -15,14 +36,174 @@ CARD = CardSpec(
         Skill(
             id="write",
             name="Write or revise a cited answer",
-            description="Draft from passages, or revise a previous draft given feedback.",
+            description="WriteRequest -> Draft. mode generate (revises when given the previous "
+            "draft and critique), extractive (quotes passages) or abstain. Streams the "
+            "model's tokens as an 'answer' artifact.",
             tags=["generation", "citations", "writing"],
-            examples=['{"question": "...", "passages": [...], "feedback": []}'],
+            examples=['{"question": "...", "passages": [...], "mode": "generate"}'],
         )
     ],
 )
+ANSWER_ARTIFACT = "answer"
+DRAFT_ARTIFACT = "draft"
+EXTRACTIVE_SENTENCES = 2
+
+
+class WriterSettings(EmbeddingSettings):
+    """The writer's settings (prefix ``SCRIPTORIUM_``)."""
+
+    writer_structured: bool = Field(
+        default=False,
+        description="Ask the engine for JSON sentences with citations instead of free text "
+        "(see docs/evaluation.md for how the two compare).",
+    )
+    generation_timeout_s: float = Field(default=180.0, gt=0)
+
+
+class Writer:
+    """The write skill over a grounding model and the inference agent."""
+
+    def __init__(self, settings: WriterSettings) -> None:
+        self.settings = settings
+        self._grounder: Grounder | None = None
+        self._peers: Peers | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        self._grounder = await asyncio.to_thread(Grounder.load, self.settings)
+        async with Peers.connect(
+            self.settings, caller="writer", request_timeout_s=self.settings.generation_timeout_s
+        ) as peers:
+            self._peers = peers
+            yield
+        self._peers = None
+
+    @property
+    def grounder(self) -> Grounder:
+        if self._grounder is None:
+            raise SkillError("the writer is still starting; try again in a moment")
+        return self._grounder
+
+    @property
+    def peers(self) -> Peers:
+        if self._peers is None:
+            raise SkillError("the writer is still starting; try again in a moment")
+        return self._peers
+
+    async def write(self, call: SkillCall) -> None:
+        request = call.parse(WriteRequest)
+        if not request.question.strip():
+            raise BadRequest("empty question: say what the answer should be about")
+        if request.mode == "abstain" or not request.passages:
+            draft = abstain(request)
+        elif request.mode == "extractive":
+            draft = await self.extractive(request)
+        else:
+            draft = await self.generate(call, request)
+        await call.emit(draft, name=DRAFT_ARTIFACT)
+
+    async def generate(self, call: SkillCall, request: WriteRequest) -> Draft:
+        """Ask the model, then check and repair what it wrote."""
+        revising = request.previous is not None and request.critique is not None
+        if revising and request.previous is not None and request.critique is not None:
+            messages = prompt.revision_messages(
+                request.question, request.passages, request.previous, request.critique
+            )
+        else:
+            messages = prompt.draft_messages(request.question, request.passages)
+        structured = request.structured or self.settings.writer_structured
+        generation = await self._generate(
+            call,
+            GenerateRequest(
+                messages=messages,
+                max_tokens=request.max_tokens,
+                temperature=0.0,
+                json_schema=prompt.DRAFT_SCHEMA if structured else None,
+            ),
+        )
+        passages = [p.text for p in request.passages]
+        grounder = self.grounder
+        grounded = await asyncio.to_thread(
+            ground,
+            parse_output(generation.text, structured=structured),
+            len(passages),
+            lambda texts: grounder.support(texts, passages, request.question),
+            grounder.threshold,
+            drop_unsupported=revising,
+        )
+        draft = (
+            Draft(text=render(grounded.sentences), sentences=grounded.sentences)
+            if grounded.sentences
+            else abstain(request)
+        )
+        return draft.model_copy(
+            update={
+                "model": generation.model,
+                "completion_tokens": generation.usage.completion_tokens,
+                "engine_ms": generation.usage.duration_ms,
+            }
+        )
+
+    async def _generate(self, call: SkillCall, request: GenerateRequest) -> Generation:
+        """One generation on the session's inference instance, tokens streamed on."""
+
+        async def forward(event: StreamResponse, task: Task) -> None:
+            if event.HasField("artifact_update"):
+                artifact = event.artifact_update.artifact
+                text = "".join(part.text for part in artifact.parts if part.text)
+                if artifact.name == "tokens" or (text and not artifact.name):
+                    await call.stream_text(ANSWER_ARTIFACT, text, name=ANSWER_ARTIFACT)
+
+        team = await self.peers.join(call.context_id)
+        try:
+            if team is not None and "inference" in team.session.roles:
+                generation = await team.call(
+                    "inference", request, result=Generation, on_update=forward
+                )
+            else:
+                generation = await self.peers.call(
+                    "generate", request, result=Generation, on_update=forward
+                )
+        except SkillFailed as exc:
+            raise SkillError(f"the inference agent could not generate: {exc}") from exc
+        await call.stream_text(ANSWER_ARTIFACT, "", name=ANSWER_ARTIFACT, last=True)
+        return generation
+
+    async def extractive(self, request: WriteRequest) -> Draft:
+        """The best-supported passage sentences, quoted with their citations."""
+        passages = [p.text for p in request.passages]
+        picks = await asyncio.to_thread(
+            self.grounder.extract, request.question, passages, EXTRACTIVE_SENTENCES
+        )
+        if not picks:
+            return abstain(request)
+        sentences = [
+            DraftSentence(
+                text=f"\u201c{sentence.strip()}\u201d",
+                citations=[index + 1],
+                origin="extractive",
+                support=round(min(1.0, max(0.0, score)), 4),
+            )
+            for index, sentence, score in picks
+        ]
+        return Draft(text=render(sentences), sentences=sentences, extractive=True)
+
+
+def abstain(request: WriteRequest) -> Draft:
+    """Say the documents do not hold the answer, naming the closest passages."""
+    closest = [f"[{n}] {p.source}" for n, p in enumerate(request.passages[:3], start=1)]
+    text = prompt.ABSTAIN_TEXT
+    if closest:
+        text += " The closest passages: " + "; ".join(closest) + "."
+    return Draft(text=text, sentences=[], abstained=True)
+
+
+def parts(settings: WriterSettings) -> AgentParts:
+    """The writer's parts for explicit settings."""
+    writer = Writer(settings)
+    return AgentParts(card=CARD, handlers={"write": writer.write}, lifespan=writer.lifespan)
 
 
 def build(settings: AgentSettings) -> AgentParts:
-    """The writer's parts."""
-    return AgentParts(card=CARD, handlers={"write": not_built("the writer issue")})
+    """The writer's parts, configured from the environment."""
+    return parts(WriterSettings(**settings.model_dump(exclude_unset=True)))
