@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 .DEFAULT_GOAL := help
-.PHONY: help setup model demo up test lint format typecheck pytest bench clean
+.PHONY: help setup model demo up test lint format typecheck pytest bench eval clean
 
 help: ## Show this help.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,10 +29,11 @@ $(STAMP): pyproject.toml
 	@touch $@
 	@echo "setup done: $(VENV) with extras [$(EXTRAS)]"
 
-model: setup ## Prepare the default LLM (SmolLM2-135M-Instruct) in the model cache (idempotent).
+model: setup ## Prepare the default LLM (SmolLM2-135M-Instruct) and train the critic's grounding model (idempotent).
 	$(BIN)/scriptorium model prepare
+	$(BIN)/scriptorium critic train
 
-demo: setup model ## Start the stack on embedded defaults, ingest and search the docs, stop it.
+demo: setup model ## Start the stack on embedded defaults, ingest a demo corpus, answer two questions, stop.
 	$(BIN)/scriptorium demo
 
 up: setup model ## Run the stack until Ctrl-C (live table of agents).
@@ -59,6 +60,10 @@ bench: setup ## Run every benchmark and print their JSON.
 	$(BIN)/scriptorium bench a2a-hop --json
 	$(BIN)/scriptorium bench retrieval --json
 	$(BIN)/scriptorium bench inference --json
+	$(BIN)/scriptorium bench e2e --json
+
+eval: setup model ## Answer the dev set on a fresh stack and print the quality figures (JSON).
+	$(BIN)/scriptorium eval --json
 
 clean: ## Remove caches and local state (.data); keeps .venv.
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

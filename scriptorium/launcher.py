@@ -109,10 +109,26 @@ class Stack:
             port = 0 if self.ephemeral else self.settings.port_of(name)
             self._spawn(name, ["agent", name, "--port", str(port)])
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def add_replica(self, agent: str, key: str, *, env: dict[str, str] | None = None) -> str:
+        """Start another instance of ``agent`` (process key ``key``); returns its instance id.
+
+        The instance registers itself like the first (poll :meth:`agents_json` for its id).
+        """
+        instance_id = f"{agent}-{key}"
+        port = free_port(self.settings.host)
+        self._spawn(
+            key,
+            ["agent", agent, "--port", str(port)],
+            env={"SCRIPTORIUM_INSTANCE_ID": instance_id, **(env or {})},
+        )
+        return instance_id
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        own = env or {}
         env = {
             **os.environ,
             **self.extra_env,
+            **own,
             "REDIS_URL": self.redis_url or "",
             "SCRIPTORIUM_REGISTRY_URL": self.registry_url,
             "SCRIPTORIUM_REDIS_PREFIX": self.settings.redis_prefix,

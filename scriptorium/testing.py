@@ -14,14 +14,17 @@ Fixtures
 ``stack``          the whole stack (registry + five agents), shared by the session.
 ``a2a_http``       an httpx client for A2A calls (timeouts on, ``A2A-Version: 1.0``).
 
-Helpers: :func:`running_agent` runs an agent built from a card and handlers inside the test's
+Helpers: :func:`wait_for` polls a condition with a deadline (never a fixed sleep);
+:func:`running_agent` runs an agent built from a card and handlers inside the test's
 event loop over real HTTP; :func:`serve_app` does the same for any ASGI app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -94,6 +97,16 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Red
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate()`` (run in a thread) until true; fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{what} within {timeout_s:.0f}s")
 
 
 # --- serving apps and stacks -----------------------------------------------------------------

@@ -312,16 +312,11 @@ class TeamSession:
         broker = self.peers.broker
         if broker is None:
             return False
-        old = self.session.bindings.get(role)
-        try:
+        try:  # the broker logs session.rebound itself
             self.session = await broker.rebind(self.id, role)
         except (NoCapacity, RegistryError) as exc:
             await self.note("session.rebind_failed", summary=f"{role}: {exc}")
             return False
-        await self.note(
-            "session.rebound",
-            payload={"role": role, "from": old, "to": self.session.bindings.get(role)},
-        )
         return True
 
 

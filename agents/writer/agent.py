@@ -121,7 +121,7 @@ class Writer:
                 json_schema=prompt.DRAFT_SCHEMA if structured else None,
             ),
         )
-        passages = [p.text for p in request.passages]
+        passages = [prompt.sanitize(p.text) for p in request.passages]
         grounder = self.grounder
         grounded = await asyncio.to_thread(
             ground,
@@ -171,7 +171,7 @@ class Writer:
 
     async def extractive(self, request: WriteRequest) -> Draft:
         """The best-supported passage sentences, quoted with their citations."""
-        passages = [p.text for p in request.passages]
+        passages = [prompt.sanitize(p.text) for p in request.passages]
         picks = await asyncio.to_thread(
             self.grounder.extract, request.question, passages, EXTRACTIVE_SENTENCES
         )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from protocol.payloads import ChatMessage, Critique, Draft, Passage
+from protocol.text import split_sentences
 
 ABSTAIN_TEXT = "The documents do not say."
 SYSTEM = (
@@ -22,6 +23,19 @@ SYSTEM = (
     f'not state. If the passages do not contain the answer, reply only: "{ABSTAIN_TEXT}"'
 )
 _FENCE = re.compile(r"</?\s*passage[^>]*>", re.IGNORECASE)
+#: Sentences that address the reader as a model: they are removed from passages before the
+#: model sees them (text about such instructions in a document stays data; we do not obey).
+_INSTRUCTION = re.compile(
+    r"\b(ignore|disregard|forget|override)\b[^.!?]{0,40}\b(instructions?|prompts?|rules|"
+    r"directions)\b"
+    r"|\b(you are now|pretend to be|system prompt|jailbreak)\b"
+    r"|\b(reply|respond|answer|output|print)\s+(only|exactly)\b"
+    r"|\b(reply|respond|answer)\s+with\s+(only|exactly|just)\b"
+    r"|\byou\s+(must|should|will)\s+(now\s+|always\s+|only\s+)?(reply|respond|answer|say|"
+    r"output|print|write|ignore)\b",
+    re.IGNORECASE,
+)
+REMOVED = "[an instruction in the document was removed]"
 PASSAGE_WORDS = 160
 
 #: JSON Schema of a structured draft (vLLM structured outputs), short and bounded.
@@ -53,11 +67,20 @@ DRAFT_SCHEMA: dict[str, Any] = {
 }
 
 
+def sanitize(text: str) -> str:
+    """Passage text as data: fence look-alikes defused, reader-addressed instructions removed."""
+    text = _FENCE.sub(" ", text)
+    sentences = split_sentences(text)
+    if not any(_INSTRUCTION.search(s) for s in sentences):
+        return text
+    return " ".join(REMOVED if _INSTRUCTION.search(s) else s for s in sentences)
+
+
 def passage_block(passages: Sequence[Passage]) -> str:
-    """The passages, numbered from 1 and fenced; fence look-alikes inside are defused."""
+    """The passages, numbered from 1, sanitized and fenced."""
     blocks = []
     for number, passage in enumerate(passages, start=1):
-        words = _FENCE.sub(" ", passage.text).split()
+        words = sanitize(passage.text).split()
         text = " ".join(words[:PASSAGE_WORDS])
         source = _FENCE.sub(" ", passage.source).replace('"', "'")
         blocks.append(f'<passage id="{number}" source="{source}">\n{text}\n</passage>')

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,7 +15,7 @@ from agents.inference.agent import parts
 from agents.inference.settings import InferenceSettings
 from protocol.client import http_client, open_client
 from scriptorium.launcher import Stack
-from scriptorium.testing import running_agent
+from scriptorium.testing import running_agent, wait_for
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -49,16 +47,6 @@ def samples(agent_url: str, name: str) -> dict[tuple[tuple[str, str], ...], floa
 def gauge(agent_url: str, name: str) -> float:
     """The sum of a vLLM gauge or counter across its label sets."""
     return sum(samples(agent_url, name).values())
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``predicate()`` until true; fail saying ``what`` did not happen."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"{what} within {timeout_s:.0f}s")
 
 
 @pytest.fixture
