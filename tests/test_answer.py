@@ -66,7 +66,7 @@ def corpus() -> list[Document]:
 
 @pytest.fixture(scope="module")
 async def collection(stack: Stack) -> str:
-    name = f"demo-{uuid.uuid4().hex[:8]}"
+    name = f"demo_{uuid.uuid4().hex[:8]}"
     await ingest(stack.registry_url, name, corpus())
     return name
 
