@@ -300,6 +300,49 @@ def model_verify(
     out.print(f"{folder}: every file matches its checksum")
 
 
+@app.command("eval")
+def evaluate(
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON report.")] = False,
+    limit: Annotated[
+        int | None, typer.Option(help="Ask only N questions (kinds in proportion).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Questions asked at once.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Write/critique rounds per question.")] = 3,
+    registry_url: Annotated[
+        str | None, typer.Option(help="Use this running stack instead of starting one.")
+    ] = None,
+    structured: Annotated[
+        bool, typer.Option(help="The writer asks for JSON sentences (own stack only).")
+    ] = False,
+    save_answers: Annotated[
+        Path | None, typer.Option(help="Write every answer (or error) to this JSONL file.")
+    ] = None,
+) -> None:
+    """Ask the evaluation dev set through the team and score it (docs/evaluation.md)."""
+    from scriptorium.evaluation.run import EvalOptions, render
+    from scriptorium.evaluation.run import evaluate as run_evaluation
+
+    configure_logging("WARNING", as_json=False)
+    options = EvalOptions(
+        limit=limit,
+        concurrency=concurrency,
+        rounds=rounds,
+        registry_url=registry_url,
+        structured=structured,
+        save_answers=save_answers,
+    )
+    try:
+        result = asyncio.run(
+            run_evaluation(options, progress=lambda line: console.print(line, markup=False))
+        )
+    except (ValueError, StackError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from exc
+    if not as_json:
+        render(result, out)
+    print(json.dumps(result))
+
+
 @app.command("agents")
 def list_agents(
     skill: Annotated[str | None, typer.Option(help="Only agents offering this skill.")] = None,
