@@ -70,6 +70,24 @@ def _weaviate(request: pytest.FixtureRequest) -> WeaviateStore:
     )
 
 
+def twin(store: DocumentStore) -> DocumentStore:
+    """A second store on the same data (another process, as far as the store can tell)."""
+    if isinstance(store, LanceStore):
+        return LanceStore(store.path, dim=store.dim, ann_min_rows=store.ann_min_rows)
+    if isinstance(store, WeaviateStore):
+        return WeaviateStore(
+            store.url,
+            dim=store.dim,
+            grpc_port=store.grpc_port,
+            api_key=store.api_key,
+            namespace=store.namespace,
+            tenant=store.tenant,
+            timeout_s=store.timeout_s,
+            connect_timeout_s=store.connect_timeout_s,
+        )
+    raise AssertionError(f"no twin for {type(store).__name__}")  # pragma: no cover
+
+
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocumentStore]:
     """A fresh, empty store of each backend (8-d vectors)."""

@@ -6,11 +6,14 @@ WEAVIATE_URL is set, against a live server (see conftest.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from agents.retriever.store.base import Chunk, DocumentStore, StoreError
-from tests.retriever.conftest import DIM
+from agents.retriever.store.base import Chunk, CollectionNotFound, DocumentStore, StoreError
+from agents.retriever.store.lancedb import LanceStore
+from tests.retriever.conftest import DIM, twin
 
 COLLECTION = "Contract"
 
@@ -61,6 +64,37 @@ async def test_collections_are_created_listed_and_dropped(store: DocumentStore) 
     assert await store.count(COLLECTION) == 0
     await store.drop_collection(COLLECTION)
     assert COLLECTION not in await store.collections()
+
+
+async def test_a_missing_collection_is_not_found(store: DocumentStore) -> None:
+    with pytest.raises(CollectionNotFound, match="'Missing' does not exist") as caught:
+        await store.query("Missing", text="x", vector=unit(1), k=1)
+    assert caught.value.collection == "Missing"
+    with pytest.raises(CollectionNotFound):
+        await store.count("Missing")
+    assert await store.document_hashes("Missing", ["a"]) == {}
+    assert "Missing" not in await store.collections()
+
+
+async def test_every_instance_sees_what_another_committed(store: DocumentStore) -> None:
+    await _load(store)
+    assert await store.count(COLLECTION) == 5  # this instance has the collection open now
+    other = twin(store)
+    try:
+        await other.upsert(COLLECTION, [chunk("otters", 0, "Otters hold hands", unit(0, 0, 0, 1))])
+        await other.optimize(COLLECTION)
+        await other.upsert("Elsewhere", [chunk("owls", 0, "Owls hunt at night", unit(1))])
+        await other.optimize("Elsewhere")
+    finally:
+        await other.close()
+    assert await store.count(COLLECTION) == 6
+    [hit] = await store.query(COLLECTION, text="otters", vector=unit(0, 0, 0, 1), k=1)
+    assert hit.document_id == "otters"
+    [bm25] = await store.query(COLLECTION, text="otters", vector=unit(1), k=1, alpha=0.0)
+    assert bm25.document_id == "otters"
+    assert "Elsewhere" in await store.collections()
+    [owl] = await store.query("Elsewhere", text="owls", vector=unit(1), k=1)
+    assert owl.document_id == "owls"
 
 
 async def test_invalid_collection_name_is_refused(store: DocumentStore) -> None:
@@ -197,3 +231,19 @@ async def test_wrong_vector_size_is_refused(store: DocumentStore) -> None:
     bad = chunk("x", 0, "text", np.ones(DIM + 1, dtype=np.float32))
     with pytest.raises(StoreError):
         await store.upsert(COLLECTION, [bad])
+
+
+async def test_lancedb_finds_what_another_process_dropped_and_indexed(tmp_path: Path) -> None:
+    """LanceDB only (a Weaviate server is shared by nature): an open table can go stale."""
+    store = LanceStore(tmp_path / "db", dim=DIM)
+    other = LanceStore(tmp_path / "db", dim=DIM)
+    await store.ensure_collection(COLLECTION)  # open here while empty: no FTS index yet
+    assert await store.query(COLLECTION, text="queen", vector=unit(1), k=1, alpha=0.0) == []
+    await _load(other)  # another writer adds rows and builds the FTS index
+    [hit] = await store.query(COLLECTION, text="queen", vector=unit(1), k=1, alpha=0.0)
+    assert hit.chunk_id == "bees#1"
+    await other.drop_collection(COLLECTION)
+    with pytest.raises(CollectionNotFound):
+        await store.count(COLLECTION)
+    await store.close()
+    await other.close()

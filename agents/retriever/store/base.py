@@ -39,6 +39,16 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached (a Weaviate server down, a data dir unreadable)."""
 
 
+class CollectionNotFound(StoreError):
+    """The collection does not exist (for this tenant); the message says how to make it."""
+
+    def __init__(self, collection: str, message: str | None = None) -> None:
+        self.collection = collection
+        super().__init__(
+            message or f"collection {collection!r} does not exist; ingest something into it first"
+        )
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One piece of a document, ready to store."""
@@ -152,7 +162,13 @@ def _with_score(hit: Hit, score: float) -> Hit:
 
 
 class DocumentStore(ABC):
-    """Chunks in named collections, with hybrid search. Both backends pass one contract suite."""
+    """Chunks in named collections, with hybrid search. Both backends pass one contract suite.
+
+    Every operation sees every write committed before it started, whichever process made it
+    (the store is shared: the retriever serves while ``scriptorium ingest --direct`` writes).
+    Reading or writing a collection that does not exist raises :class:`CollectionNotFound`,
+    except the ``ensure_collection`` / ``upsert`` / ``replace_documents`` that create it.
+    """
 
     @abstractmethod
     async def ensure_collection(self, collection: str) -> None:
@@ -160,7 +176,7 @@ class DocumentStore(ABC):
 
     @abstractmethod
     async def collections(self) -> list[str]:
-        """Names of the existing collections."""
+        """Names of the existing collections, sorted, including those other processes made."""
 
     @abstractmethod
     async def drop_collection(self, collection: str) -> None:

@@ -4,6 +4,12 @@ Each collection is a Lance table. Full-text search uses LanceDB's native FTS ind
 vectors use cosine distance, exact until the table reaches ``ann_min_rows`` and through an
 IVF-HNSW-SQ index after :meth:`LanceStore.optimize` builds one. ``replace_documents`` is one
 ``merge_insert`` transaction, so a document is never half-replaced.
+
+Other processes write the same folder (``scriptorium ingest --direct`` while the retriever
+serves), so every operation starts from the latest committed version: an open table is
+brought up to date with ``checkout_latest()`` once per operation (one version check, and all
+reads of one hybrid query see one snapshot), and collections are looked up by name until
+found, so one made elsewhere is found too. See docs/retrieval.md for the measured cost.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from lancedb.index import FTS, BTree, IvfHnswSq
 
 from agents.retriever.store.base import (
     Chunk,
+    CollectionNotFound,
     DocumentStore,
     FilterValue,
     Hit,
@@ -127,6 +134,8 @@ class LanceStore(DocumentStore):
         if self._db is None:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
+                # No read_consistency_interval: tables are refreshed once per operation
+                # instead (see _table), which costs one version check per query, not per read.
                 self._db = await lancedb.connect_async(str(self.path))
             except OSError as exc:
                 raise StoreUnavailable(
@@ -136,9 +145,10 @@ class LanceStore(DocumentStore):
         return self._db
 
     async def _table(self, collection: str, *, create: bool = False) -> Any:
+        """The collection's table at its latest committed version (whoever committed it)."""
         check_collection(collection)
         table = self._tables.get(collection)
-        if table is not None:
+        if table is not None and await self._refresh(collection, table):
             return table
         db = await self._connect()
         async with self._lock:
@@ -151,14 +161,31 @@ class LanceStore(DocumentStore):
             elif create:
                 table = await db.create_table(collection, schema=_schema(self.dim))
             else:
-                raise StoreError(
-                    f"collection {collection!r} does not exist; ingest something into it first"
-                )
-            indices = {index.columns[0] for index in await table.list_indices()}
-            if "text" in indices:
-                self._fts_ready.add(collection)
+                raise CollectionNotFound(collection)
+            await self._check_fts(collection, table)
             self._tables[collection] = table
             return table
+
+    async def _refresh(self, collection: str, table: Any) -> bool:
+        """Move an open table to the latest version; False if it is gone (dropped elsewhere)."""
+        try:
+            await table.checkout_latest()
+        except Exception as exc:  # lance raises RuntimeError/OSError "Not found: ..."
+            log.info(
+                "table gone, looking it up again",
+                extra={"collection": collection, "error": str(exc)[:200]},
+            )
+            self._tables.pop(collection, None)
+            self._fts_ready.discard(collection)
+            return False
+        if collection not in self._fts_ready:
+            await self._check_fts(collection, table)  # another process may have indexed it
+        return True
+
+    async def _check_fts(self, collection: str, table: Any) -> None:
+        indices = {index.columns[0] for index in await table.list_indices()}
+        if "text" in indices:
+            self._fts_ready.add(collection)
 
     def _check_dim(self, collection: str, schema: pa.Schema) -> None:
         stored = schema.field("vector").type.list_size
@@ -274,7 +301,7 @@ class LanceStore(DocumentStore):
             return {}
         try:
             table = await self._table(collection)
-        except StoreError:
+        except CollectionNotFound:
             return {}
         found: dict[str, set[str]] = {}
         for start in range(0, len(document_ids), 500):

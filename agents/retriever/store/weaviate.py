@@ -68,6 +68,7 @@ from weaviate.util import generate_uuid5
 
 from agents.retriever.store.base import (
     Chunk,
+    CollectionNotFound,
     DocumentStore,
     FilterValue,
     Hit,
@@ -401,9 +402,7 @@ class WeaviateStore(DocumentStore):
         same = [(cls, cfg) for cls, cfg in config.items() if cls.lower() == name.lower()]
         if not same:
             if not create:
-                raise StoreError(
-                    f"collection {collection!r} does not exist; ingest something into it first"
-                )
+                raise CollectionNotFound(collection)
             await self._create_class(collection, name)
         else:
             existing, cfg = same[0]
@@ -480,9 +479,10 @@ class WeaviateStore(DocumentStore):
         if await self._has_tenant(name):
             return
         if not create:
-            raise StoreError(
+            raise CollectionNotFound(
+                collection,
                 f"collection {collection!r} has no data for tenant {tenant!r}; ingest something "
-                "into it first"
+                "into it first",
             )
         tenants = (await self._connect()).collections.use(name).tenants
         await self._call(
@@ -696,9 +696,7 @@ class WeaviateStore(DocumentStore):
             return {}
         try:
             handle = await self._collection(collection, create=False)
-        except StoreUnavailable:
-            raise
-        except StoreError:
+        except CollectionNotFound:
             return {}
         unique = sorted(set(document_ids))
         hashes: dict[str, str] = {}
