@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from agents.retriever.ingest import IngestStats
 from agents.retriever.library import Library, report
+from agents.retriever.readers import iter_paths
 from agents.retriever.settings import RetrieverSettings
 from agents.retriever.store.base import StoreError, StoreUnavailable
 from agents.scaffold.app import AgentParts
@@ -23,7 +25,11 @@ CARD = CardSpec(
         Skill(
             id="search",
             name="Search passages",
-            description="Hybrid BM25 + vector search with metadata filters (SearchRequest).",
+            description=(
+                "Hybrid BM25 + vector search with metadata filters (SearchRequest). An unknown "
+                "collection is rejected naming the known ones; an empty one finds nothing and "
+                "says so in a status update ({empty: true})."
+            ),
             tags=["retrieval", "search", "hybrid"],
             examples=['{"query": "session negotiation", "k": 5, "alpha": 0.5}'],
         ),
@@ -69,10 +75,17 @@ class Retriever:
             raise BadRequest("empty query: give the words to search for")
         try:
             result = await self.library.search(request)
+            empty = not result.passages and await self.library.is_empty(request.collection)
         except StoreUnavailable as exc:
             raise SkillError(str(exc)) from exc
-        except StoreError as exc:
+        except StoreError as exc:  # an unknown collection too: the message lists the known ones
             raise BadRequest(str(exc)) from exc
+        if empty:
+            await call.progress(
+                f"collection {request.collection!r} is empty; ingest documents into it first",
+                empty=True,
+                collection=request.collection,
+            )
         await call.emit(result)
 
     async def ingest(self, call: SkillCall) -> None:
@@ -84,10 +97,19 @@ class Retriever:
         except StoreError as exc:
             raise BadRequest(str(exc)) from exc
 
+        # Files are counted for server-side paths; inline documents are counted as documents
+        # (the caller knows which of its files they came from).
+        files_total = (
+            await asyncio.to_thread(lambda: sum(1 for _ in iter_paths(paths))) if paths else 0
+        )
+
         async def progress(stats: IngestStats) -> None:
+            files = {"files": len(stats.files), "files_total": files_total} if paths else {}
+            counted = f"{files['files']}/{files_total} files, " if files else ""
             await call.progress(
-                f"{stats.documents} documents, {stats.chunks} chunks "
+                f"{counted}{stats.documents} documents, {stats.chunks} chunks "
                 f"({stats.chunks_per_s:.0f} chunks/s)",
+                **files,
                 documents=stats.documents,
                 chunks=stats.chunks,
                 chunks_per_s=round(stats.chunks_per_s, 1),

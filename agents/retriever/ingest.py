@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +27,22 @@ from agents.retriever.readers import Item, Skipped, SourceDocument
 from agents.retriever.store.base import Chunk, DocumentStore
 
 
+@dataclass(frozen=True)
+class FileItem:
+    """An item read from ``file``: progress counts files, not the records in them."""
+
+    file: str
+    item: Item
+
+
 @dataclass
 class IngestStats:
-    """Running totals of an ingestion (also its final report)."""
+    """Running totals of an ingestion (also its final report).
+
+    ``files`` holds the files read: those of items wrapped in :class:`FileItem`, and paths
+    skipped whole; documents handed over unwrapped (inline ones) are not files.
+    ``documents`` counts documents read, every record of a ``.jsonl`` file included.
+    """
 
     files: set[str] = field(default_factory=set)
     documents: int = 0
@@ -50,13 +64,30 @@ ProgressCallback = Callable[[IngestStats], Awaitable[None]]
 
 
 def document_hash(doc: SourceDocument, fingerprint: str) -> str:
-    """Changes when anything that ends up in the document's chunks changes."""
+    """Changes when anything that ends up in the document's chunks changes.
+
+    Numbers in the metadata count by value (``2024`` and ``2024.0`` hash alike), because
+    A2A data parts carry every number as a double: a document sent inline then hashes as
+    the same file read here.
+    """
     digest = hashlib.sha256()
     for part in (doc.text, doc.title, doc.source, doc.kind, fingerprint):
         digest.update(part.encode())
         digest.update(b"\x00")
-    digest.update(json.dumps(doc.metadata, sort_keys=True, default=str).encode())
+    metadata = integral_numbers(doc.metadata)
+    digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def integral_numbers(value: Any) -> Any:
+    """``value`` with whole-number floats as ints, in nested dicts and lists too."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: integral_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [integral_numbers(item) for item in value]
+    return value
 
 
 @dataclass
@@ -88,7 +119,7 @@ class Ingestor:
 
     async def run(
         self,
-        items: Iterable[Item],
+        items: Iterable[Item | FileItem],
         collection: str,
         *,
         on_progress: ProgressCallback | None = None,
@@ -122,7 +153,7 @@ class Ingestor:
         return stats
 
     async def _batches(
-        self, items: Iterator[Item], stats: IngestStats
+        self, items: Iterator[Item | FileItem], stats: IngestStats
     ) -> AsyncIterator[list[SourceDocument]]:
         """Documents in batches of about ``batch_chunks`` estimated chunks (read in a thread)."""
         batch: list[SourceDocument] = []
@@ -130,12 +161,14 @@ class Ingestor:
         budget = self.batch_chunks * self.chunking.target_words
         while True:
             block = await asyncio.to_thread(_take, items, 64)
-            for item in block:
+            for entry in block:
+                item = entry.item if isinstance(entry, FileItem) else entry
+                if isinstance(entry, FileItem):
+                    stats.files.add(entry.file)
                 if isinstance(item, Skipped):
+                    stats.files.add(entry.file if isinstance(entry, FileItem) else item.source)
                     stats.skipped.append(item)
-                    stats.files.add(item.source)
                     continue
-                stats.files.add(item.source)
                 stats.documents += 1
                 stats.current = item.source
                 batch.append(item)
@@ -201,9 +234,9 @@ class Ingestor:
         stats.ingested += prepared.ingested
 
 
-def _take(items: Iterator[Item], n: int) -> list[Item]:
+def _take(items: Iterator[Item | FileItem], n: int) -> list[Item | FileItem]:
     """Up to ``n`` items (runs in a worker thread: reading files blocks)."""
-    out: list[Item] = []
+    out: list[Item | FileItem] = []
     for item in items:
         out.append(item)
         if len(out) >= n:

@@ -1,8 +1,9 @@
 """The library: the store, the embedding model and ingestion, as the retriever uses them.
 
-The CLI (``scriptorium ingest`` / ``search``) and the retriever agent open the same library
-from the same settings, so both see one store. Writers and critics never open it: they get
-passages inside their requests (see docs/retrieval.md).
+The retriever agent opens it; so does ``scriptorium ingest --direct`` / ``search --direct``
+(the CLI's explicit in-process mode) from the same settings, and the store shows each of them
+what the other committed. Writers and critics never open it: they get passages inside their
+requests (see docs/retrieval.md).
 """
 
 from __future__ import annotations
@@ -16,18 +17,50 @@ from pathlib import Path
 
 from agents.common.embedding import Embedder
 from agents.retriever.chunking import ChunkingConfig
-from agents.retriever.ingest import Ingestor, IngestStats, ProgressCallback
-from agents.retriever.readers import Item, SourceDocument, read_paths
+from agents.retriever.ingest import (
+    FileItem,
+    Ingestor,
+    IngestStats,
+    ProgressCallback,
+    integral_numbers,
+)
+from agents.retriever.readers import Item, Skipped, SourceDocument, iter_paths, read_paths
 from agents.retriever.settings import RetrieverSettings
-from agents.retriever.store.base import DocumentStore, FilterValue, Hit, StoreError
+from agents.retriever.store.base import (
+    CollectionNotFound,
+    DocumentStore,
+    FilterValue,
+    Hit,
+    StoreError,
+)
 from agents.retriever.store.lancedb import LanceStore
 from protocol.payloads import Document, IngestReport, Passage, SearchRequest, SearchResult
 
 log = logging.getLogger(__name__)
+#: The collection searched and ingested into when none is named.
+DEFAULT_COLLECTION = "default"
+#: Keys of an inline document's metadata that become the document's own title and kind.
+DOCUMENT_FIELDS = ("title", "kind")
 
 
 class PathNotAllowed(StoreError):
     """A server-side path outside the configured ingest roots."""
+
+
+class UnknownCollection(CollectionNotFound):
+    """A search named a collection that does not exist; the message lists those that do."""
+
+    def __init__(self, collection: str, known: list[str]) -> None:
+        self.known = known
+        if known:
+            listed = f"known collections: {', '.join(known)}"
+        else:
+            listed = "the store holds no collections yet"
+        super().__init__(
+            collection,
+            f"collection {collection!r} does not exist ({listed}); ingest into it first "
+            f"(`scriptorium ingest PATH --collection {collection}`) or search one that exists",
+        )
 
 
 def open_store(settings: RetrieverSettings, dim: int) -> DocumentStore:
@@ -84,7 +117,12 @@ class Library:
         await self.store.close()
 
     async def search(self, request: SearchRequest) -> SearchResult:
-        """Hybrid search for a request (the query is embedded here)."""
+        """Hybrid search for a request (the query is embedded here).
+
+        A collection that does not exist raises :class:`UnknownCollection` naming those that
+        do, except the default collection of a store that holds none yet: that is an empty
+        store, and finds nothing (:meth:`is_empty` says so).
+        """
         if not request.query.strip():
             raise StoreError("empty query: give the words to search for")
         try:
@@ -97,11 +135,19 @@ class Library:
                 alpha=request.alpha,
                 filters=request.filters,
             )
-        except StoreError as exc:
-            if "does not exist" in str(exc):
+        except CollectionNotFound as exc:
+            known = await self.store.collections()
+            if not known and request.collection == DEFAULT_COLLECTION:
                 return SearchResult(query=request.query, passages=[])
-            raise
+            raise UnknownCollection(request.collection, known) from exc
         return SearchResult(query=request.query, passages=[passage(hit) for hit in hits])
+
+    async def is_empty(self, collection: str) -> bool:
+        """Whether the collection holds no chunks (or does not exist)."""
+        try:
+            return await self.store.count(collection) == 0
+        except CollectionNotFound:
+            return True
 
     def check_paths(self, paths: Iterable[str]) -> list[Path]:
         """Resolve server-side paths, refusing any outside the ingest roots."""
@@ -131,7 +177,7 @@ class Library:
         *,
         paths: Iterable[Path] = (),
         documents: Iterable[Document] = (),
-        collection: str = "default",
+        collection: str = DEFAULT_COLLECTION,
         root: Path | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> IngestStats:
@@ -139,22 +185,55 @@ class Library:
 
         Document ids of files are their paths relative to ``root`` (default: the ingest root
         they lie under), so the same tree ingested again maps onto the same documents.
+        Progress counts files (a ``.jsonl`` file of many records is one file).
         """
 
-        def items() -> Iterable[Item]:
+        def items() -> Iterable[Item | FileItem]:
             for doc in documents:
-                yield SourceDocument(
-                    id=doc.id or doc.source,
-                    text=doc.text,
-                    source=doc.source,
-                    kind="inline",
-                    title=str(doc.metadata.get("title", "")),
-                    metadata=dict(doc.metadata),
-                )
+                yield inline_document(doc)
             for path in paths:
-                yield from read_paths([path], root=root or self._root_of(path))
+                yield from file_items([path], root=root or self._root_of(path))
 
         return await self.ingestor.run(items(), collection, on_progress=on_progress)
+
+
+def inline_document(doc: Document) -> SourceDocument:
+    """An inline document as read: ``metadata.title`` / ``metadata.kind`` become its own.
+
+    ``document_payload`` is the inverse, so a file sent inline is stored exactly as the same
+    file read here (same id, hash and fields): either way of ingesting it is idempotent.
+    Whole numbers come back as ints (A2A data parts carry every number as a double).
+    """
+    metadata = integral_numbers(dict(doc.metadata))
+    fields = {key: str(metadata.pop(key, "")) for key in DOCUMENT_FIELDS}
+    return SourceDocument(
+        id=doc.id or doc.source,
+        text=doc.text,
+        source=doc.source,
+        kind=fields["kind"] or "inline",
+        title=fields["title"],
+        metadata=metadata,
+    )
+
+
+def document_payload(doc: SourceDocument) -> Document:
+    """A document read from a file, to send inline (the inverse of :func:`inline_document`)."""
+    return Document(
+        id=doc.id,
+        text=doc.text,
+        source=doc.source,
+        metadata={**doc.metadata, "title": doc.title, "kind": doc.kind},
+    )
+
+
+def file_items(paths: Iterable[Path], *, root: Path | None) -> Iterable[Item | FileItem]:
+    """What :func:`read_paths` reads, each item tagged with the file it came from."""
+    for file in iter_paths(paths):
+        if isinstance(file, Skipped):
+            yield file
+            continue
+        for item in read_paths([file], root=root):
+            yield FileItem(str(file), item)
 
 
 async def search_store(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from a2a.client import Client
-from a2a.types import CancelTaskRequest, TaskState
+from a2a.helpers import get_data_parts
+from a2a.types import CancelTaskRequest, StreamResponse, Task, TaskState
 
 from agents.retriever.agent import parts
 from agents.retriever.chunking import chunk_text
@@ -60,6 +62,7 @@ async def test_ingest_streams_progress_then_search_finds_passages(
     report = IngestReport.model_validate(task_data(task)[0])
     assert (report.ingested, report.chunks, report.skipped) == (3, 3, [])
     assert any("chunks" in text for text in updates)
+    assert updates[-1].startswith("2/2 files, 3 documents"), updates  # inline ones are no files
 
     search = SearchRequest(query="who lays the eggs?", k=2)
     result = SearchResult.model_validate(task_data(await call_skill(client, "search", search))[0])
@@ -90,9 +93,41 @@ async def test_bad_requests_are_rejected_with_a_reason(
     assert says in str(caught.value)
 
 
-async def test_search_of_an_empty_collection_finds_nothing(client: Client) -> None:
-    task = await call_skill(client, "search", {"query": "anything", "collection": "empty"})
-    assert task_data(task) == [{"query": "anything", "passages": []}]
+async def test_an_empty_store_finds_nothing_and_says_so(client: Client) -> None:
+    result, notes = await _search(client, {"query": "anything"})
+    assert result == [{"query": "anything", "passages": []}]
+    assert notes == [{"empty": True, "collection": "default"}]
+
+
+async def test_an_unknown_collection_is_rejected_naming_the_known_ones(
+    client: Client, settings: RetrieverSettings
+) -> None:
+    await LanceStore(settings.resolved_lancedb_dir, dim=384).ensure_collection("hollow")
+    await call_skill(client, "ingest", {"documents": [{"text": "a", "source": "s"}]})
+    with pytest.raises(SkillFailed) as caught:
+        await call_skill(client, "search", {"query": "x", "collection": "nope"})
+    assert caught.value.task.status.state == TaskState.TASK_STATE_REJECTED
+    assert "collection 'nope' does not exist (known collections: default, hollow)" in str(
+        caught.value
+    )
+    result, notes = await _search(client, {"query": "anything", "collection": "hollow"})
+    assert result == [{"query": "anything", "passages": []}]
+    assert notes == [{"empty": True, "collection": "hollow"}]
+    result, notes = await _search(client, {"query": "a"})
+    assert len(result[0]["passages"]) == 1
+    assert notes == []
+
+
+async def _search(client: Client, payload: dict[str, object]) -> tuple[list[Any], list[Any]]:
+    """A search's data artifacts, and the data of the status updates streamed on the way."""
+    notes: list[Any] = []
+
+    async def on_update(event: StreamResponse, task: Task) -> None:
+        if event.HasField("status_update"):
+            notes.extend(get_data_parts(list(event.status_update.status.message.parts)))
+
+    task = await call_skill(client, "search", payload, on_update=on_update)
+    return task_data(task), notes
 
 
 async def test_ingest_can_be_canceled(client: Client, settings: RetrieverSettings) -> None:
