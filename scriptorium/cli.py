@@ -495,12 +495,18 @@ def search(
         out.print(f"    {item.text[:300]}")
 
 
-@app.command()
+def _bench_help() -> str:
+    from scriptorium.bench import BENCHMARKS, describe
+
+    listed = "\n\n".join(f"* {name}: {describe(name)}".rstrip(": ") for name in BENCHMARKS)
+    return f"Run a benchmark; the last line printed is one JSON object.\n\n{listed}"
+
+
+@app.command(help=_bench_help())
 def bench(
-    name: Annotated[str, typer.Argument(help="registry | a2a-hop")],
+    name: Annotated[str, typer.Argument(help="Benchmark to run (listed above).")],
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line.")] = False,
 ) -> None:
-    """Run a benchmark; the last line printed is one JSON object."""
     from scriptorium.bench import BENCHMARKS
 
     if name not in BENCHMARKS:
