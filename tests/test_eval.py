@@ -25,6 +25,7 @@ from protocol.payloads import (
     RoundRecord,
     SentenceVerdict,
 )
+from scriptorium.bench import BENCHMARKS
 from scriptorium.evaluation import DevQuestion, load_devset
 from scriptorium.evaluation.run import (
     ERROR_TYPES,
@@ -364,6 +365,10 @@ def test_percentile_interpolates() -> None:
     assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
     assert percentile([1.0, 2.0], 95) == pytest.approx(1.95)
     assert percentile([], 50) is None
+
+
+def test_bench_e2e_is_listed() -> None:
+    assert "e2e" in BENCHMARKS
 
 
 def test_eval_refuses_structured_on_a_stack_it_did_not_start() -> None:
