@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from protocol.settings import AGENT_NAMES, CommonSettings
 from scriptorium.launcher import Stack, StackError, run_agent, run_registry
 from scriptorium.logs import configure_logging
+
+if TYPE_CHECKING:
+    from agents.scaffold.peers import Peers
+    from protocol.payloads import Document, IngestReport, SearchRequest, SearchResult, SkippedFile
+    from registry.records import AgentRecord
 
 app = typer.Typer(
     help="Scriptorium: A2A agents that answer questions with grounded, cited, checked text.",
@@ -374,79 +382,405 @@ def list_agents(
         out.print(agents_table(records))
 
 
+DIRECT_HELP = (
+    "Open the store in this process (loads the embedding model; no stack needed) instead of "
+    "asking the running retriever."
+)
+REGISTRY_HELP = "The running stack's discovery endpoint (default: SCRIPTORIUM_REGISTRY_URL)."
+#: Longest wait for the next event of a streamed ingestion (its last step may build an index).
+INGEST_TIMEOUT_S = 600.0
+#: Room kept in each ingest request for the JSON-RPC envelope (about 300 bytes).
+ENVELOPE_BYTES = 4096
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """Print one error line and exit with ``code`` (2: the request was refused, 1: otherwise)."""
+    console.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _on_stack(
+    registry_url: str | None,
+    work: Callable[[Peers], Awaitable[T]],
+    *,
+    request_timeout_s: float | None = None,
+) -> T:
+    """Run ``work`` against the running stack (agents found through its registry)."""
+    from a2a.helpers import get_message_text
+    from a2a.types import TaskState
+
+    from agents.scaffold.peers import Peers, PeerUnavailable
+    from protocol.client import SkillFailed, is_unreachable
+    from registry.client import RegistryUnreachable
+
+    settings = CommonSettings()
+    url = (registry_url or settings.resolved_registry_url).rstrip("/")
+
+    async def run() -> T:
+        async with Peers.over_http(
+            settings, caller="cli", registry_url=url, request_timeout_s=request_timeout_s
+        ) as peers:
+            return await work(peers)
+
+    try:
+        return asyncio.run(run())
+    except PeerUnavailable as exc:
+        cause = exc.__cause__
+        if isinstance(cause, RegistryUnreachable) and isinstance(cause.__cause__, httpx.HTTPError):
+            _fail(
+                f"no Scriptorium stack answers at {url}: start one with `scriptorium up`, or "
+                "point --registry-url / SCRIPTORIUM_REGISTRY_URL at its registry "
+                "(--direct works without a stack)",
+                1,
+            )
+        _fail(str(exc), 1)
+    except SkillFailed as exc:
+        status = exc.task.status
+        reason = get_message_text(status.message) if status.HasField("message") else str(exc)
+        _fail(reason or str(exc), 2 if status.state == TaskState.TASK_STATE_REJECTED else 1)
+    except Exception as exc:
+        if "413" in str(exc):
+            _fail(
+                f"the agent refused a request as too large ({exc}); set "
+                "SCRIPTORIUM_MAX_REQUEST_BYTES here to the agent's value",
+                1,
+            )
+        if is_unreachable(exc):
+            _fail(f"the agent stopped answering ({exc!r}); `scriptorium agents` shows it", 1)
+        _fail(f"{type(exc).__name__}: {exc}", 1)
+
+
+@contextlib.contextmanager
+def _ingest_progress(files: int) -> Iterator[Callable[..., None]]:
+    """A progress bar over files; yields ``show(files=, docs=, chunks=, skipped=, now=)``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    started = time.perf_counter()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "files · {task.fields[docs]} docs · {task.fields[chunks]} chunks · "
+            "{task.fields[rate]:.0f} chunks/s · {task.fields[skipped]} skipped"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("ingesting", total=files, docs=0, chunks=0, rate=0.0, skipped=0)
+
+        def show(*, files: int, docs: int, chunks: int, skipped: int, now: str = "") -> None:
+            elapsed = time.perf_counter() - started
+            bar.update(
+                task,
+                completed=files,
+                docs=docs,
+                chunks=chunks,
+                rate=chunks / elapsed if elapsed > 0 else 0.0,
+                skipped=skipped,
+                description=f"ingesting {Path(now).name[:30]}" if now else "ingesting",
+            )
+
+        yield show
+        bar.update(task, description="done")
+
+
+@dataclass
+class _Batch:
+    """Documents for one ingest request, and the files they complete."""
+
+    documents: list[Document] = field(default_factory=list)
+    size: int = 0
+    #: Files read whole before this batch (done once the previous batches are stored).
+    files_before: int = 0
+    #: ``done_after[i]``: files read whole once ``documents[: i + 1]`` are stored.
+    done_after: list[int] = field(default_factory=list)
+    #: Files read whole once this batch is stored.
+    files_done: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+
+def _wire_size(document: Document) -> int:
+    """Bytes a document adds to a request, encoded as the A2A client sends it.
+
+    The client puts the payload in a protobuf ``Struct`` (every number a double) and sends
+    compact UTF-8 JSON; the extra byte is the comma between documents.
+    """
+    from google.protobuf import json_format
+    from google.protobuf.struct_pb2 import Struct
+
+    struct = Struct()
+    struct.update(document.model_dump(mode="json"))
+    data = json_format.MessageToDict(struct)
+    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+
+
+def _ingest_batches(paths: list[Path], *, root: Path, max_bytes: int) -> Iterator[_Batch]:
+    """Local files read into batches of inline documents, each request under ``max_bytes``.
+
+    A file is many documents when it is a ``.jsonl`` or very long, and its documents may
+    span batches; a batch is cut only when the next document would not fit, so the files
+    before it are known to be whole.
+    """
+    from agents.retriever.library import document_payload
+    from agents.retriever.readers import Skipped, iter_paths, read_paths
+    from protocol.payloads import SkippedFile
+
+    budget = max_bytes - ENVELOPE_BYTES
+    files_done = 0
+    batch = _Batch()
+    for file in iter_paths(paths):
+        items = [file] if isinstance(file, Skipped) else read_paths([file], root=root)
+        for item in items:
+            if isinstance(item, Skipped):
+                batch.skipped.append(SkippedFile(source=item.source, reason=item.reason))
+                continue
+            if not item.text:
+                batch.skipped.append(SkippedFile(source=item.source, reason="empty: no text"))
+                continue
+            document = document_payload(item)
+            size = _wire_size(document)
+            if size > budget:
+                batch.skipped.append(
+                    SkippedFile(
+                        source=item.source,
+                        reason=f"{size} bytes as JSON, more than one request may carry "
+                        f"({max_bytes}, SCRIPTORIUM_MAX_REQUEST_BYTES); split it or use --direct",
+                    )
+                )
+                continue
+            if batch.documents and batch.size + size > budget:
+                yield batch
+                batch = _Batch(files_before=files_done, files_done=files_done)
+            batch.documents.append(document)
+            batch.size += size
+            batch.done_after.append(files_done)
+        files_done += 1
+        if batch.documents:
+            batch.done_after[-1] = files_done
+        batch.files_done = files_done
+    yield batch
+
+
+@dataclass
+class _Tally:
+    """Running totals of an ingestion through the retriever, shown as they change."""
+
+    report: IngestReport
+    show: Callable[..., None]
+    docs: int = 0
+
+    def update(self, files: int, *, docs: int = 0, chunks: int = 0, now: str = "") -> None:
+        """Show the totals plus what the request in flight has done so far."""
+        self.show(
+            files=files,
+            docs=self.docs + docs,
+            chunks=self.report.chunks + chunks,
+            skipped=len(self.report.skipped),
+            now=now,
+        )
+
+    def add(self, report: IngestReport, docs: int) -> None:
+        for name in ("ingested", "unchanged", "replaced", "chunks"):
+            setattr(self.report, name, getattr(self.report, name) + getattr(report, name))
+        self.report.skipped.extend(report.skipped)
+        self.docs += docs
+
+
+async def _send_batch(
+    peers: Peers, record: AgentRecord, batch: _Batch, collection: str, tally: _Tally
+) -> None:
+    """One ingest request; files count as done as the retriever reports their documents."""
+    from a2a.helpers import get_data_parts
+    from a2a.types import StreamResponse, Task
+
+    from protocol.payloads import IngestReport, IngestRequest
+
+    tally.report.skipped.extend(batch.skipped)
+    tally.update(batch.files_before)
+    if batch.documents:
+
+        async def on_update(event: StreamResponse, task: Task) -> None:
+            if not event.HasField("status_update"):
+                return
+            for data in get_data_parts(list(event.status_update.status.message.parts)):
+                done = min(int(data.get("documents", 0)), len(batch.documents))
+                tally.update(
+                    batch.done_after[done - 1] if done else batch.files_before,
+                    docs=done,
+                    chunks=int(data.get("chunks", 0)),
+                    now=batch.documents[done - 1].source if done else "",
+                )
+
+        request = IngestRequest(documents=batch.documents, collection=collection)
+        report = await peers.call(
+            "ingest", request, result=IngestReport, record=record, on_update=on_update
+        )
+        tally.add(report, len(batch.documents))
+    tally.update(batch.files_done)
+
+
+async def _ingest_through(
+    peers: Peers, paths: list[Path], collection: str, files: int
+) -> tuple[IngestReport, str]:
+    """Send local files to the retriever inline, batch by batch; the totals and its URL.
+
+    The next batch is read in a thread while the retriever stores the current one.
+    """
+    from protocol.payloads import IngestReport
+
+    record = await peers.find("ingest")  # fail before reading anything if there is none
+    max_bytes = CommonSettings().max_request_bytes
+    batches = _ingest_batches(paths, root=Path.cwd(), max_bytes=max_bytes)
+    with _ingest_progress(files) as show:
+        tally = _Tally(IngestReport(), show)
+        batch = await asyncio.to_thread(next, batches, None)
+        while batch is not None:
+            upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            await _send_batch(peers, record, batch, collection, tally)
+            batch = await upcoming
+    return tally.report, record.url
+
+
+def _ingest_direct(paths: list[Path], collection: str, files: int) -> IngestReport:
+    """Ingest in this process, into the store the settings name (``--direct``)."""
+    from agents.retriever.ingest import IngestStats
+    from agents.retriever.library import Library, report
+    from agents.retriever.settings import RetrieverSettings
+    from agents.retriever.store.base import StoreError, StoreUnavailable
+
+    async def run() -> IngestReport:
+        with console.status("loading the embedding model and opening the store ..."):
+            library = await Library.open(RetrieverSettings())
+        try:
+            with _ingest_progress(files) as show:
+
+                async def progress(stats: IngestStats) -> None:
+                    show(
+                        files=len(stats.files),
+                        docs=stats.documents,
+                        chunks=stats.chunks,
+                        skipped=len(stats.skipped),
+                        now=stats.current,
+                    )
+
+                stats = await library.ingest(
+                    paths=paths, collection=collection, root=Path.cwd(), on_progress=progress
+                )
+            return report(stats)
+        finally:
+            await library.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreUnavailable as exc:
+        _fail(str(exc), 1)
+    except StoreError as exc:
+        _fail(str(exc), 2)
+    except Exception as exc:  # the model failed to load, the disk is full, ...
+        _fail(f"{type(exc).__name__}: {exc}", 1)
+
+
 @app.command()
 def ingest(
     paths: Annotated[
         list[Path], typer.Argument(help="Files and folders (.txt .md .html .pdf .jsonl).")
     ],
     collection: Annotated[str, typer.Option(help="Collection to ingest into.")] = "default",
+    direct: Annotated[bool, typer.Option("--direct", help=DIRECT_HELP)] = False,
+    registry_url: Annotated[str | None, typer.Option(help=REGISTRY_HELP)] = None,
 ) -> None:
-    """Chunk, embed and store documents (re-running adds nothing; changed files are replaced)."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Send files to the running retriever to chunk, embed and store (re-running adds nothing).
 
-    from agents.retriever.ingest import IngestStats
+    The files are read here and sent inline over A2A in requests under
+    SCRIPTORIUM_MAX_REQUEST_BYTES; progress counts files. --direct writes the store in this
+    process instead.
+    """
+    from agents.retriever.readers import iter_paths
+
+    configure_logging("WARNING", as_json=False)
+    started = time.perf_counter()
+    files = sum(1 for _ in iter_paths(paths))
+    if direct:
+        from agents.retriever.settings import RetrieverSettings
+
+        totals = _ingest_direct(paths, collection, files)
+        where = f"stored in this process ({RetrieverSettings().store_backend})"
+    else:
+        totals, url = _on_stack(
+            registry_url,
+            lambda peers: _ingest_through(peers, paths, collection, files),
+            request_timeout_s=INGEST_TIMEOUT_S,
+        )
+        where = f"stored by the retriever at {url}"
+    elapsed = time.perf_counter() - started
+    table = Table(title=f"ingested into {collection!r}")
+    for column in ("ingested", "replaced", "unchanged", "skipped", "chunks", "chunks/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(totals.ingested),
+        str(totals.replaced),
+        str(totals.unchanged),
+        str(len(totals.skipped)),
+        str(totals.chunks),
+        f"{totals.chunks / elapsed if elapsed > 0 else 0.0:.0f}",
+    )
+    out.print(table)
+    out.print(f"  {where}")
+    for skipped in totals.skipped:
+        out.print(f"  skipped {escape(skipped.source)}: {escape(skipped.reason)}")
+
+
+async def _search_through(peers: Peers, request: SearchRequest) -> tuple[SearchResult, bool]:
+    """One A2A search; also whether the retriever said the collection is empty."""
+    from a2a.helpers import get_data_parts
+    from a2a.types import StreamResponse, Task
+
+    from protocol.payloads import SearchResult
+
+    empty = False
+
+    async def on_update(event: StreamResponse, task: Task) -> None:
+        nonlocal empty
+        if event.HasField("status_update"):
+            parts = list(event.status_update.status.message.parts)
+            empty = empty or any(data.get("empty") for data in get_data_parts(parts))
+
+    result = await peers.call("search", request, result=SearchResult, on_update=on_update)
+    return result, empty
+
+
+def _search_direct(request: SearchRequest) -> tuple[SearchResult, bool]:
+    """Search in this process (``--direct``); also whether the collection is empty."""
     from agents.retriever.library import Library
     from agents.retriever.settings import RetrieverSettings
+    from agents.retriever.store.base import StoreError, StoreUnavailable
 
-    settings = RetrieverSettings()
-    configure_logging("WARNING", as_json=False)
-
-    async def run() -> IngestStats:
-        with console.status("loading the embedding model and opening the store ..."):
-            library = await Library.open(settings)
+    async def run() -> tuple[SearchResult, bool]:
+        library = await Library.open(RetrieverSettings())
         try:
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn(
-                    "{task.fields[files]} files · {task.fields[docs]} docs · "
-                    "{task.fields[chunks]} chunks · "
-                    "{task.fields[rate]:.0f} chunks/s · {task.fields[skipped]} skipped"
-                ),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar:
-                task = bar.add_task(
-                    "ingesting", total=None, files=0, docs=0, chunks=0, rate=0.0, skipped=0
-                )
-
-                async def progress(stats: IngestStats) -> None:
-                    bar.update(
-                        task,
-                        files=len(stats.files),
-                        docs=stats.documents,
-                        chunks=stats.chunks,
-                        rate=stats.chunks_per_s,
-                        skipped=len(stats.skipped),
-                        description=f"ingesting {Path(stats.current).name[:30]}",
-                    )
-
-                return await library.ingest(
-                    paths=paths, collection=collection, root=Path.cwd(), on_progress=progress
-                )
+            result = await library.search(request)
+            return result, not result.passages and await library.is_empty(request.collection)
         finally:
             await library.close()
 
     try:
-        stats = asyncio.run(run())
-    except Exception as exc:  # the store or model failed: say what and stop
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
-    table = Table(title=f"ingested into {collection!r} ({settings.store_backend})")
-    for column in ("ingested", "replaced", "unchanged", "skipped", "chunks", "chunks/s"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        str(stats.ingested),
-        str(stats.replaced),
-        str(stats.unchanged),
-        str(len(stats.skipped)),
-        str(stats.chunks),
-        f"{stats.chunks_per_s:.0f}",
-    )
-    out.print(table)
-    for skipped in stats.skipped:
-        out.print(f"  skipped {skipped.source}: {skipped.reason}")
+        return asyncio.run(run())
+    except StoreUnavailable as exc:
+        _fail(str(exc), 1)
+    except StoreError as exc:  # an unknown collection, a bad filter: the request is wrong
+        _fail(str(exc), 2)
+    except Exception as exc:
+        _fail(f"{type(exc).__name__}: {exc}", 1)
 
 
 @app.command()
@@ -456,13 +790,17 @@ def search(
     alpha: Annotated[float, typer.Option(help="0 = BM25 only … 1 = vector only.")] = 0.5,
     collection: Annotated[str, typer.Option(help="Collection to search.")] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    direct: Annotated[bool, typer.Option("--direct", help=DIRECT_HELP)] = False,
+    registry_url: Annotated[str | None, typer.Option(help=REGISTRY_HELP)] = None,
 ) -> None:
-    """Hybrid search over the store."""
+    """Hybrid search through the running retriever (one A2A call); --direct: in this process.
+
+    Exits 2 when the request is refused (an empty query, an unknown collection: the known
+    ones are listed), 1 when the stack or the store cannot be reached.
+    """
     from pydantic import ValidationError
 
-    from agents.retriever.library import Library
-    from agents.retriever.settings import RetrieverSettings
-    from protocol.payloads import SearchRequest, SearchResult
+    from protocol.payloads import SearchRequest
 
     configure_logging("WARNING", as_json=False)
     try:
@@ -470,29 +808,25 @@ def search(
         if not query.strip():
             raise ValueError("empty query: give the words to search for")
     except (ValidationError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-
-    async def run() -> SearchResult:
-        library = await Library.open(RetrieverSettings())
-        try:
-            return await library.search(request)
-        finally:
-            await library.close()
-
-    try:
-        result = asyncio.run(run())
-    except Exception as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+        _fail(str(exc), 2)
+    if direct:
+        result, empty = _search_direct(request)
+    else:
+        result, empty = _on_stack(registry_url, lambda peers: _search_through(peers, request))
     if as_json:
         print(result.model_dump_json())
-        return
     if not result.passages:
-        out.print("no passages found (has anything been ingested? `scriptorium ingest PATH`)")
+        named = "" if collection == "default" else f" --collection {collection}"
+        console.print(
+            f"collection {collection!r} is empty; run `scriptorium ingest PATH{named}`"
+            if empty
+            else "no passages matched"
+        )
+    if as_json:
+        return
     for n, item in enumerate(result.passages, start=1):
-        out.print(f"[bold][{n}][/] {item.source}  [dim]score {item.score:.3f}[/]")
-        out.print(f"    {item.text[:300]}")
+        out.print(f"[bold][{n}][/] {escape(item.source)}  [dim]score {item.score:.3f}[/]")
+        out.print(f"    {escape(item.text[:300])}")
 
 
 def _bench_help() -> str:
