@@ -745,6 +745,14 @@ class Grounder:
         classes = list(self.forest.classes_)
         return np.asarray(proba[:, classes.index(1)], dtype=np.float64)
 
+    def prepare(self, passages: Sequence[str]) -> None:
+        """Embed what :meth:`support` will need of ``passages`` ahead of time (for example
+        while the model writes), so that checking the answer later costs little."""
+        usable = [p for p in passages if p.strip()]
+        texts = usable + [s for p in usable for s in passage_sentences(p)]
+        texts += [w for p in usable for w in content_words(analyse(p))]
+        self.featurizer.cache.lookup(texts)
+
     def support(
         self, sentences: Sequence[str], passages: Sequence[str], question: str = ""
     ) -> list[list[Support]]:

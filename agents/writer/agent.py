@@ -112,6 +112,10 @@ class Writer:
         else:
             messages = prompt.draft_messages(request.question, request.passages)
         structured = request.structured or self.settings.writer_structured
+        passages = [prompt.sanitize(p.text) for p in request.passages]
+        grounder = self.grounder
+        # Embed the passages while the model writes: checking the draft then costs little.
+        warming = asyncio.create_task(asyncio.to_thread(grounder.prepare, passages))
         generation = await self._generate(
             call,
             GenerateRequest(
@@ -121,8 +125,7 @@ class Writer:
                 json_schema=prompt.DRAFT_SCHEMA if structured else None,
             ),
         )
-        passages = [prompt.sanitize(p.text) for p in request.passages]
-        grounder = self.grounder
+        await warming
         grounded = await asyncio.to_thread(
             ground,
             parse_output(generation.text, structured=structured),
