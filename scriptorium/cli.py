@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from protocol.payloads import Document
 from protocol.settings import AGENT_NAMES, CommonSettings
 from scriptorium.launcher import Stack, StackError, run_agent, run_registry
 from scriptorium.logs import configure_logging
@@ -117,7 +118,7 @@ def demo(
     base_port: Annotated[int | None, typer.Option(help="Shift every port (default 8700).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where Valkey and logs live.")] = None,
 ) -> None:
-    """Start the stack on the embedded defaults, ingest the project's docs, search, stop."""
+    """Start the stack on embedded defaults, ingest a demo corpus, ask two questions, stop."""
     configure_logging(as_json=False)
     settings = _settings(base_port, data_dir)
     stack = Stack(settings)
@@ -129,11 +130,7 @@ def demo(
             records = stack.wait_healthy(timeout_s=STACK_START_TIMEOUT_S)
         out.print(agents_table(records))
         out.print(f"discovery endpoint: {stack.registry_url}/agents")
-        response = httpx.get(f"{stack.registry_url}/agents", params={"skill": "search"}, timeout=5)
-        retriever_url = response.json()[0]["url"]
-        out.print(f"who offers skill 'search'? {retriever_url}")
-        corpus = [str(Path(p).resolve()) for p in DEMO_CORPUS if Path(p).exists()]
-        asyncio.run(_demo_retrieval(retriever_url, settings, corpus))
+        asyncio.run(_demo(stack.registry_url, settings, _demo_documents()))
     except StackError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -143,75 +140,66 @@ def demo(
 
 
 STACK_START_TIMEOUT_S = 600
-DEMO_CORPUS = ("README.md", "docs")
-DEMO_QUESTION = "What happens to a session when one of its agents dies?"
+DEMO_DOCS = ("README.md", "docs")
 
 
-async def _demo_retrieval(retriever_url: str, settings: CommonSettings, paths: list[str]) -> None:
-    """Ingest the project's own docs through the retriever agent over A2A, then search."""
+def _demo_documents() -> list[Document]:
+    """The packaged demo corpus and this project's docs, read here and sent inline."""
+    from agents.retriever.readers import SourceDocument, read_paths
+    from scriptorium.corpora import demo_documents
+
+    documents = [Document(text=d.text, source=d.source, id=d.id) for d in demo_documents()]
+    paths = [Path(p) for p in DEMO_DOCS if Path(p).exists()]
+    for item in read_paths(paths, root=Path.cwd()):
+        if isinstance(item, SourceDocument):
+            documents.append(Document(text=item.text, source=item.source, id=item.id))
+    return documents
+
+
+async def _demo(registry_url: str, settings: CommonSettings, documents: list[Document]) -> None:
+    """Ingest ``documents`` over A2A, then ask the demo's two questions."""
     from a2a.types import StreamResponse, Task
 
-    from protocol.client import call_skill, http_client, open_client, task_data
-    from protocol.payloads import IngestReport, IngestRequest, SearchRequest, SearchResult
+    from agents.scaffold.peers import Peers
+    from protocol.payloads import AnswerRequest, IngestReport, IngestRequest
+    from scriptorium.ask import ask as ask_stack
+    from scriptorium.ask import render
+    from scriptorium.corpora import DEMO_QUESTIONS
 
-    async with http_client(request_timeout_s=600, headers=settings.auth_headers()) as http:
-        client = await open_client(retriever_url, http)
-
-        async def show(event: StreamResponse, task: Task) -> None:
-            if event.HasField("status_update") and event.status_update.status.message.parts:
-                console.print(f"  ingest: {event.status_update.status.message.parts[0].text}")
-
-        out.print(f"ingesting {', '.join(DEMO_CORPUS)} through the retriever (A2A skill 'ingest')")
-        task = await call_skill(client, "ingest", IngestRequest(paths=paths), on_update=show)
-        report = IngestReport.model_validate(task_data(task)[0])
-        out.print(
-            f"  {report.ingested} new, {report.replaced} replaced, {report.unchanged} unchanged, "
-            f"{report.chunks} chunks written, {len(report.skipped)} skipped"
-        )
-        out.print(f"searching (A2A skill 'search'): {DEMO_QUESTION!r}")
-        task = await call_skill(client, "search", SearchRequest(query=DEMO_QUESTION, k=3))
-        result = SearchResult.model_validate(task_data(task)[0])
-        for n, item in enumerate(result.passages, start=1):
-            out.print(f"  [{n}] {item.document_id} ({item.score:.2f}): {item.text[:160]}")
-        if result.passages:
-            await _demo_generation(result.passages[0].text, settings, http)
-
-
-async def _demo_generation(passage: str, settings: CommonSettings, http: httpx.AsyncClient) -> None:
-    """Stream an answer from the inference agent (A2A skill 'generate'), token by token."""
-    from a2a.types import StreamResponse, Task
-
-    from protocol.client import call_skill, open_client, task_data
-    from protocol.payloads import ChatMessage, GenerateRequest, Generation
-
-    response = await http.get(
-        f"{settings.resolved_registry_url}/agents", params={"skill": "generate"}
+    out.print(
+        f"ingesting {len(documents)} documents (space-exploration articles from a packaged "
+        "Wikipedia extract, and this project's docs) through the retriever (A2A 'ingest')"
     )
-    inference_url = response.json()[0]["url"]
-    client = await open_client(inference_url, http)
-    request = GenerateRequest(
-        messages=[
-            ChatMessage(role="system", content="Answer in one or two sentences from the passage."),
-            ChatMessage(role="user", content=f"Passage: {passage}\n\nQuestion: {DEMO_QUESTION}"),
-        ],
-        max_tokens=80,
-    )
-    out.print(f"generating (A2A skill 'generate' at {inference_url}, tokens streamed):")
 
     async def show(event: StreamResponse, task: Task) -> None:
-        if (
-            event.HasField("artifact_update")
-            and event.artifact_update.artifact.artifact_id == "tokens"
-        ):
-            out.print("".join(p.text for p in event.artifact_update.artifact.parts), end="")
+        if event.HasField("status_update") and event.status_update.status.message.parts:
+            console.print(f"  ingest: {event.status_update.status.message.parts[0].text}")
 
-    task = await call_skill(client, "generate", request, on_update=show)
-    generation = Generation.model_validate(task_data(task)[-1])
-    usage = generation.usage
+    async with Peers.over_http(settings, registry_url=registry_url, request_timeout_s=600) as peers:
+        report = await peers.call(
+            "ingest", IngestRequest(documents=documents), result=IngestReport, on_update=show
+        )
     out.print(
-        f"\n  {usage.completion_tokens} tokens, first after {usage.ttft_ms:.0f} ms, "
-        f"{usage.duration_ms:.0f} ms in all (SmolLM2-135M: fluent, not wise; the writer "
-        "and critic agents make answers grounded)"
+        f"  {report.ingested} new, {report.replaced} replaced, {report.unchanged} unchanged, "
+        f"{report.chunks} chunks written"
+    )
+    for question in DEMO_QUESTIONS:
+        out.rule(f"[bold]{question}")
+
+        def progress(line: str, data: dict[str, object]) -> None:
+            console.print(f"[dim]{line}[/]")
+
+        answer = await ask_stack(
+            AnswerRequest(question=question),
+            settings,
+            registry_url=registry_url,
+            on_progress=progress,
+        )
+        render(answer, out)
+    out.print(
+        "SmolLM2-135M runs on the CPU here: fluent, not wise. The writer's citation repair, the "
+        "critic and the extractive fallback keep its answers grounded; a GPU runs a capable "
+        "model with --model."
     )
 
 
@@ -306,6 +294,97 @@ def model_verify(
         console.print("run `scriptorium model prepare --force` to rebuild it")
         raise typer.Exit(1)
     out.print(f"{folder}: every file matches its checksum")
+
+
+critic_app = typer.Typer(help="The critic's grounding model: train it once into the model cache.")
+app.add_typer(critic_app, name="critic")
+
+
+@critic_app.command("train")
+def critic_train(
+    seed: Annotated[int, typer.Option(help="Seed of the labelled set and the forest.")] = 13,
+    force: Annotated[bool, typer.Option(help="Retrain even if an intact model exists.")] = False,
+) -> None:
+    """Generate the labelled set from packaged corpora and train the grounding forest."""
+    from agents.common.settings import EmbeddingSettings
+    from agents.critic.training import summary, train
+
+    configure_logging("WARNING", as_json=False)
+    started = time.monotonic()
+    with console.status("training the grounding model ...") as status:
+
+        def progress(step: str) -> None:
+            status.update(f"critic: {step} ...")
+            console.print(f"  {step}")
+
+        report = train(EmbeddingSettings(), seed=seed, force=force, progress=progress)
+    out.print(summary(report))
+    out.print(f"({time.monotonic() - started:.0f}s)")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="What to ask the documents.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="Passages per retrieval (1-20).")] = 5,
+    rounds: Annotated[int, typer.Option(help="Write/critique rounds before falling back.")] = 3,
+    collection: Annotated[str, typer.Option(help="Collection to answer from.")] = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the Answer as JSON.")] = False,
+    stream: Annotated[bool, typer.Option(help="Render the answer live as it is written.")] = True,
+    registry_url: Annotated[str | None, typer.Option(help="Discovery endpoint.")] = None,
+) -> None:
+    """Ask the running stack; a cited, critic-checked answer with its sources."""
+    from pydantic import ValidationError
+
+    from agents.scaffold.executor import SkillError
+    from protocol.client import SkillFailed
+    from protocol.payloads import AnswerRequest
+    from scriptorium.ask import ask as ask_stack
+    from scriptorium.ask import render
+
+    configure_logging("WARNING", as_json=False)
+    try:
+        request = AnswerRequest(question=question, k=k, max_rounds=rounds, collection=collection)
+        if not question.strip():
+            raise ValueError("empty question: ask something the documents might answer")
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    live_text: dict[str, str] = {}
+    live = (
+        Live(console=console, auto_refresh=True, transient=True) if stream and not as_json else None
+    )
+
+    def progress(text: str, data: dict[str, object]) -> None:
+        if not as_json:
+            console.print(f"[dim]{text}[/]")
+
+    def tokens(artifact_id: str, text: str) -> None:
+        live_text[artifact_id] = live_text.get(artifact_id, "") + text
+        if live is not None:
+            live.update(f"[cyan]{live_text[artifact_id]}[/]")
+
+    try:
+        if live is not None:
+            live.start()
+        answer = asyncio.run(
+            ask_stack(
+                request,
+                CommonSettings(),
+                registry_url=registry_url,
+                on_progress=progress,
+                on_tokens=tokens,
+            )
+        )
+    except (SkillError, SkillFailed) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2 if "REJECTED" in str(exc) else 1) from exc
+    finally:
+        if live is not None:
+            live.stop()
+    if as_json:
+        print(answer.model_dump_json())
+        return
+    render(answer, out)
 
 
 @app.command("eval")
