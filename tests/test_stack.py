@@ -47,14 +47,14 @@ def test_discovery_by_skill_and_tag(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize(("agent", "skill"), [("writer", "write"), ("critic", "critique")])
-async def test_unbuilt_skills_fail_and_say_so(
+async def test_malformed_requests_are_rejected_with_the_reason(
     stack: Stack, a2a_http: httpx.AsyncClient, agent: str, skill: str
 ) -> None:
     client = await open_client(stack.url_of(agent), a2a_http)
     with pytest.raises(SkillFailed) as caught:
         await call_skill(client, skill, {"query": "x"})
-    assert caught.value.task.status.state == TaskState.TASK_STATE_FAILED
-    assert "not built yet" in str(caught.value)
+    assert caught.value.task.status.state == TaskState.TASK_STATE_REJECTED
+    assert "question" in str(caught.value)  # names the missing field
 
 
 def _free_base_port() -> int:

@@ -111,17 +111,6 @@ class SkillCall:
 SkillHandler = Callable[[SkillCall], Awaitable[None]]
 
 
-def not_built(issue: str) -> SkillHandler:
-    """A handler for a skill whose logic has not landed yet: the task fails and says so."""
-
-    async def handler(call: SkillCall) -> None:
-        raise SkillError(
-            f"skill {call.skill!r} is not built yet (it arrives with {issue}); nothing was done."
-        )
-
-    return handler
-
-
 class SkillExecutor(AgentExecutor):
     """Routes requests to skill handlers, turning exceptions into failed tasks."""
 
