@@ -136,6 +136,10 @@ _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_][\w'\u2019\-]*")
 _YEAR = re.compile(r"^(1[0-9]{3}|20[0-9]{2})$")
 
 
+#: How much an extractive pick pays for resembling an earlier pick (cosine x this).
+MMR_PENALTY = 0.3
+
+
 class GroundingModelMissing(RuntimeError):
     """No usable trained grounding model in the model cache; the message says what to run."""
 
@@ -847,5 +851,19 @@ class Grounder:
             )
             if sentence not in scored or scored[sentence][2] < score:
                 scored[sentence] = (index, sentence, round(score, 4))
-        ranked = sorted(scored.values(), key=lambda r: (-r[2], r[0]))
-        return ranked[:limit]
+        # Maximal marginal relevance: each next pick pays for resembling one already made,
+        # so the quotes cover different facts (and, for two-part questions, both parts).
+        pool = sorted(scored.values(), key=lambda r: (-r[2], r[0]))
+        chosen: list[tuple[int, str, float]] = []
+        while pool and len(chosen) < limit:
+            best = max(
+                pool,
+                key=lambda r: (
+                    r[2]
+                    - MMR_PENALTY
+                    * max((float(vectors[r[1]] @ vectors[c[1]]) for c in chosen), default=0.0)
+                ),
+            )
+            chosen.append(best)
+            pool.remove(best)
+        return chosen

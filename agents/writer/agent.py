@@ -46,7 +46,7 @@ CARD = CardSpec(
 )
 ANSWER_ARTIFACT = "answer"
 DRAFT_ARTIFACT = "draft"
-EXTRACTIVE_SENTENCES = 2
+EXTRACTIVE_SENTENCES = 3
 
 
 class WriterSettings(EmbeddingSettings):
