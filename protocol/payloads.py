@@ -14,6 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field
 FilterValue = str | int | float | bool | list[str] | list[int] | list[float]
 
 
+def integral_numbers(value: Any) -> Any:
+    """``value`` with whole-number floats as ints, in nested dicts and lists too.
+
+    A2A data parts are protobuf Structs, which carry every number as a double; a JSON Schema
+    or metadata that went through one comes back with ``1.0`` where ``1`` was sent.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: integral_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [integral_numbers(item) for item in value]
+    return value
+
+
 class Payload(BaseModel):
     """Base of every payload: strict about unknown fields."""
 

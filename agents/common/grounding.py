@@ -813,6 +813,19 @@ class Grounder:
             answer_type_found=found,
         )
 
+    def addresses(self, question: str, answer: str) -> bool:
+        """Whether ``answer`` is about the question: it names at least one of the question's
+        important terms, or gives the kind of answer asked for (a number, a date ...)."""
+        terms = important_terms(question, self.stats)
+        if not terms:
+            return True
+        a = analyse(answer)
+        pool = a.lemmas | a.numbers
+        if any(_present(t, pool) for t in terms):
+            return True
+        kind = answer_type(question)
+        return kind is not None and holds_answer_type(answer, kind)
+
     def extract(
         self, question: str, passages: Sequence[str], limit: int = 3
     ) -> list[tuple[int, str, float]]:

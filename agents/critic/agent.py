@@ -98,6 +98,9 @@ class Critic:
                 grounder.coverage, request.question, [request.draft.text]
             )
             answer_type_given = given.answer_type_found
+        addresses = request.draft.abstained or await asyncio.to_thread(
+            grounder.addresses, request.question, request.draft.text
+        )
         threshold = grounder.threshold
         if self.settings.critic_judge == "llm" and self._peers is not None and sentences:
             supports = await judge_supports(
@@ -111,6 +114,7 @@ class Critic:
             coverage,
             threshold,
             answer_type_given=answer_type_given,
+            addresses_question=addresses,
             judge=self.settings.critic_judge,
         )
         await call.emit(result, name=CRITIQUE_ARTIFACT)

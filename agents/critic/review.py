@@ -43,6 +43,7 @@ def review(
     threshold: float,
     *,
     answer_type_given: bool = True,
+    addresses_question: bool = True,
     judge: str = "forest",
 ) -> Critique:
     """The critique of one draft from its sentences' support rows (one row per sentence)."""
@@ -72,6 +73,12 @@ def review(
         accepted = bool(checks) and all(c.verdict == "supported" for c in checks)
         if not checks:
             feedback.append("the answer is empty: answer the question from the passages")
+        if checks and not addresses_question:
+            accepted = False
+            feedback.append(
+                "the answer does not mention what the question asks about: say what the "
+                "passages say about it, or that they do not say"
+            )
         if accepted and coverage.answer_type_found and not answer_type_given:
             accepted = False
             feedback.append(

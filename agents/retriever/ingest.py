@@ -17,7 +17,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from agents.common.embedding import Embedder
 from agents.retriever.chunking import ChunkingConfig, chunk_id, chunk_text
 from agents.retriever.readers import Item, Skipped, SourceDocument
 from agents.retriever.store.base import Chunk, DocumentStore
+from protocol.payloads import integral_numbers
 
 
 @dataclass(frozen=True)
@@ -77,17 +77,6 @@ def document_hash(doc: SourceDocument, fingerprint: str) -> str:
     metadata = integral_numbers(doc.metadata)
     digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
     return digest.hexdigest()
-
-
-def integral_numbers(value: Any) -> Any:
-    """``value`` with whole-number floats as ints, in nested dicts and lists too."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: integral_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [integral_numbers(item) for item in value]
-    return value
 
 
 @dataclass

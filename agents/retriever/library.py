@@ -22,7 +22,6 @@ from agents.retriever.ingest import (
     Ingestor,
     IngestStats,
     ProgressCallback,
-    integral_numbers,
 )
 from agents.retriever.readers import Item, Skipped, SourceDocument, iter_paths, read_paths
 from agents.retriever.settings import RetrieverSettings
@@ -34,7 +33,14 @@ from agents.retriever.store.base import (
     StoreError,
 )
 from agents.retriever.store.lancedb import LanceStore
-from protocol.payloads import Document, IngestReport, Passage, SearchRequest, SearchResult
+from protocol.payloads import (
+    Document,
+    IngestReport,
+    Passage,
+    SearchRequest,
+    SearchResult,
+    integral_numbers,
+)
 
 log = logging.getLogger(__name__)
 #: The collection searched and ingested into when none is named.

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.scaffold import metrics
 from protocol.cards import SKILL_METADATA_KEY
+from protocol.payloads import integral_numbers
 
 log = logging.getLogger(__name__)
 P = TypeVar("P", bound=BaseModel)
@@ -59,7 +60,7 @@ class SkillCall:
             raise BadRequest("the request carries no message")
         items = get_data_parts(list(message.parts))
         if items:
-            return items[0]
+            return integral_numbers(items[0])
         return self.context.get_user_input()
 
     def parse(self, model: type[P]) -> P:

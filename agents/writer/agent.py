@@ -132,7 +132,7 @@ class Writer:
             len(passages),
             lambda texts: grounder.support(texts, passages, request.question),
             grounder.threshold,
-            drop_unsupported=revising,
+            drop_unsupported=True,
         )
         draft = (
             Draft(text=render(grounded.sentences), sentences=grounded.sentences)
@@ -178,7 +178,8 @@ class Writer:
         picks = await asyncio.to_thread(
             self.grounder.extract, request.question, passages, EXTRACTIVE_SENTENCES
         )
-        if not picks:
+        quoted = " ".join(sentence for _, sentence, _ in picks)
+        if not picks or not self.grounder.addresses(request.question, quoted):
             return abstain(request)
         sentences = [
             DraftSentence(

@@ -4,8 +4,8 @@ What the model emits is never shipped as-is. Each sentence's ``[n]`` markers are
 numbers outside the passages are dropped; a citation is kept only when the grounding model
 says that passage supports the sentence. A sentence without a supporting citation gets one
 attached post hoc (the passage that supports it best, when the support clears the
-threshold); a sentence nothing supports is marked unsupported, and on a revision it is
-removed when supported sentences remain.
+threshold); a sentence nothing supports is removed when supported sentences remain, and
+marked unsupported when none do (the critic then asks for a revision).
 """
 
 from __future__ import annotations
