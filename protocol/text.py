@@ -73,7 +73,7 @@ def parse_citations(sentence: str) -> CitedSentence:
         for number in _expand(match.group(1)):
             if number not in numbers:
                 numbers.append(number)
-    bare = _CITATION.sub("", sentence)
+    bare = _CITATION.sub("", sentence.replace(UNSUPPORTED_MARK, ""))
     bare = _SPACES.sub(" ", bare).strip()
     bare = re.sub(r"\s+([.,;:!?])", r"\1", bare)
     if not any(ch.isalnum() for ch in bare):

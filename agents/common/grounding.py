@@ -694,7 +694,14 @@ class Grounder:
         """The configured embedder and the trained forest; raises GroundingModelMissing."""
         path = model_dir(settings.resolved_model_cache_dir)
         manifest = cls._check(path)
-        return cls.from_dir(path, settings.load_embedder(), manifest=manifest)
+        backend = manifest.get("embedder", {}).get("backend")
+        if backend != settings.grounding_embedder:
+            raise GroundingModelMissing(
+                f"the grounding model at {path} was trained on {backend!r} embeddings, not "
+                f"{settings.grounding_embedder!r}: {TRAIN_HINT}"
+            )
+        embedder = settings.load_embedder(settings.grounding_embedder)
+        return cls.from_dir(path, embedder, manifest=manifest)
 
     @classmethod
     def from_dir(

@@ -909,7 +909,7 @@ def fingerprint(settings: EmbeddingSettings, *, seed: int, documents: int) -> di
         "sklearn": sklearn.__version__,
         "embedder": {
             "name": info.name,
-            "backend": settings.embedder,
+            "backend": settings.grounding_embedder,
             "max_seq_length": settings.max_seq_length,
         },
         "corpus": {"file": corpus.name, "bytes": corpus.stat().st_size},
@@ -957,7 +957,7 @@ def train(
 
     clock = time.perf_counter()
     say("loading the embedder")
-    embedder = settings.load_embedder()
+    embedder = settings.load_embedder(settings.grounding_embedder)
     featurizer = Featurizer(embedder, stats, cache_size=None)
     timings["embedder_load_s"] = time.perf_counter() - clock
 
