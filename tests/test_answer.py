@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from a2a.types import TaskState
+from a2a.helpers import get_data_parts
+from a2a.types import CancelTaskRequest, TaskState
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.scaffold.peers import Peers
-from protocol.client import SkillFailed, call_skill
+from protocol.client import SkillFailed, call_skill, skill_message
 from protocol.payloads import (
     Answer,
     AnswerRequest,
@@ -240,6 +242,53 @@ async def test_unknown_collection_is_refused_or_answered_clearly(stack: Stack) -
     else:
         assert outcome.abstained
         assert "no-such-collection" in outcome.text
+
+
+def canceled_writes(stack: Stack) -> float:
+    """The writer's count of write tasks that ended canceled (parsed from /metrics)."""
+    text = httpx.get(f"{stack.url_of('writer')}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "scriptorium_agent_tasks_total"
+        and sample.labels.get("skill") == "write"
+        and sample.labels.get("outcome") == "canceled"
+    )
+
+
+async def test_cancel_reaches_the_writer_and_releases_the_session(
+    stack: Stack, collection: str
+) -> None:
+    before = canceled_writes(stack)
+    async with Peers.over_http(CommonSettings(), registry_url=stack.registry_url) as peers:
+        client = await peers.client(await peers.find("answer"))
+        request = skill_message(
+            "answer", AnswerRequest(question=DEMO_QUESTIONS[0], collection=collection)
+        )
+        task_id = session_id = ""
+        async for event in client.send_message(request):
+            if event.HasField("status_update"):
+                task_id = event.status_update.task_id
+                data = get_data_parts(list(event.status_update.status.message.parts))
+                if data and data[0].get("phase") == "session":
+                    session_id = data[0]["session_id"]
+            if event.HasField("artifact_update"):  # the writer is writing: cancel now
+                task_id = task_id or event.artifact_update.task_id
+                break
+        assert task_id
+        assert session_id
+        canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
+    assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+    await wait_for(lambda: canceled_writes(stack) > before, 30, "the writer's task not canceled")
+    await wait_for(
+        lambda: (
+            httpx.get(f"{stack.registry_url}/sessions/{session_id}", timeout=5).json()["state"]
+            == "released"
+        ),
+        30,
+        "the session was not released",
+    )
 
 
 # --- failures: a second stack with two writers ---------------------------------------------
