@@ -10,19 +10,17 @@ GPU). Both produce the same :class:`~protocol.payloads.Critique`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Literal
 
 from pydantic import Field
 
-from agents.common.grounding import Grounder, Support
+from agents.common.grounding import Support
+from agents.common.service import GroundedAgent
 from agents.common.settings import EmbeddingSettings
 from agents.critic.judge import judge_supports
 from agents.critic.review import draft_sentences, review
 from agents.scaffold.app import AgentParts
-from agents.scaffold.executor import SkillCall, SkillError
-from agents.scaffold.peers import Peers
+from agents.scaffold.executor import SkillCall
 from agents.scaffold.settings import AgentSettings
 from protocol.cards import CardSpec, Skill
 from protocol.payloads import CritiqueRequest
@@ -59,27 +57,14 @@ class CriticSettings(EmbeddingSettings):
     )
 
 
-class Critic:
+class Critic(GroundedAgent):
     """The critique skill over the grounding model."""
 
+    name = "critic"
+
     def __init__(self, settings: CriticSettings) -> None:
-        self.settings = settings
-        self._grounder: Grounder | None = None
-        self._peers: Peers | None = None
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self) -> AsyncIterator[None]:
-        self._grounder = await asyncio.to_thread(Grounder.load, self.settings)
-        async with Peers.connect(self.settings, caller="critic") as peers:
-            self._peers = peers
-            yield
-        self._peers = None
-
-    @property
-    def grounder(self) -> Grounder:
-        if self._grounder is None:
-            raise SkillError("the critic is still starting; try again in a moment")
-        return self._grounder
+        super().__init__(settings)
+        self.settings: CriticSettings = settings
 
     async def critique(self, call: SkillCall) -> None:
         request = call.parse(CritiqueRequest)
@@ -102,9 +87,9 @@ class Critic:
             grounder.addresses, request.question, request.draft.text
         )
         threshold = grounder.threshold
-        if self.settings.critic_judge == "llm" and self._peers is not None and sentences:
+        if self.settings.critic_judge == "llm" and sentences:
             supports = await judge_supports(
-                self._peers, call.context_id, sentences, passages, supports
+                self.peers, call.context_id, sentences, passages, supports
             )
             threshold = 0.5
         result = review(

@@ -10,17 +10,14 @@ and names the closest passages.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 from a2a.types import StreamResponse, Task
 from pydantic import Field
 
-from agents.common.grounding import Grounder
+from agents.common.service import GroundedAgent
 from agents.common.settings import EmbeddingSettings
 from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import BadRequest, SkillCall, SkillError
-from agents.scaffold.peers import Peers
 from agents.scaffold.settings import AgentSettings
 from agents.writer import prompt
 from agents.writer.grounding import ground, parse_output, render
@@ -60,35 +57,14 @@ class WriterSettings(EmbeddingSettings):
     generation_timeout_s: float = Field(default=180.0, gt=0)
 
 
-class Writer:
+class Writer(GroundedAgent):
     """The write skill over a grounding model and the inference agent."""
 
+    name = "writer"
+
     def __init__(self, settings: WriterSettings) -> None:
-        self.settings = settings
-        self._grounder: Grounder | None = None
-        self._peers: Peers | None = None
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self) -> AsyncIterator[None]:
-        self._grounder = await asyncio.to_thread(Grounder.load, self.settings)
-        async with Peers.connect(
-            self.settings, caller="writer", request_timeout_s=self.settings.generation_timeout_s
-        ) as peers:
-            self._peers = peers
-            yield
-        self._peers = None
-
-    @property
-    def grounder(self) -> Grounder:
-        if self._grounder is None:
-            raise SkillError("the writer is still starting; try again in a moment")
-        return self._grounder
-
-    @property
-    def peers(self) -> Peers:
-        if self._peers is None:
-            raise SkillError("the writer is still starting; try again in a moment")
-        return self._peers
+        super().__init__(settings, request_timeout_s=settings.generation_timeout_s)
+        self.settings: WriterSettings = settings
 
     async def write(self, call: SkillCall) -> None:
         request = call.parse(WriteRequest)
