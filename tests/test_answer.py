@@ -19,8 +19,10 @@ from a2a.helpers import get_data_parts
 from a2a.types import CancelTaskRequest, TaskState
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.critic.agent import CriticSettings
+from agents.critic.agent import parts as critic_parts
 from agents.scaffold.peers import Peers
-from protocol.client import SkillFailed, call_skill, skill_message
+from protocol.client import SkillFailed, call_skill, open_client, skill_message
 from protocol.payloads import (
     Answer,
     AnswerRequest,
@@ -37,7 +39,7 @@ from protocol.settings import CommonSettings
 from scriptorium.ask import ask
 from scriptorium.corpora import DEMO_QUESTIONS, demo_documents
 from scriptorium.launcher import Stack
-from scriptorium.testing import StackFactory, wait_for
+from scriptorium.testing import StackFactory, running_agent, wait_for
 
 pytestmark = pytest.mark.slow
 PLANTED = Document(
@@ -357,3 +359,38 @@ async def test_dead_inference_agent_fails_the_task_clearly(replicas: Stack) -> N
         )
     assert failed.value.task.status.state == TaskState.TASK_STATE_FAILED
     assert "inference" in str(failed.value)
+
+
+async def test_llm_judge_mode_gives_the_same_critique_shape(
+    stack: Stack, redis_url: str, a2a_http: httpx.AsyncClient
+) -> None:
+    """With SCRIPTORIUM_CRITIC_JUDGE=llm the served model decides support (SmolLM2 is no judge:
+    only the shape and the mode are checked, not its verdicts)."""
+    settings = CriticSettings(
+        redis_url=redis_url, redis_prefix=stack.settings.redis_prefix, critic_judge="llm"
+    )
+    passages = [
+        Passage(
+            chunk_id="c1",
+            document_id="d1",
+            source="s1",
+            score=1.0,
+            text="Sputnik 1 was launched by the Soviet Union on 4 October 1957.",
+        )
+    ]
+    draft = Draft(
+        text="",
+        sentences=[DraftSentence(text="The Soviet Union launched Sputnik 1.", citations=[1])],
+    )
+    async with running_agent(critic_parts(settings), settings) as url:
+        client = await open_client(url, a2a_http)
+        critique = await call_skill(
+            client,
+            "critique",
+            CritiqueRequest(question="Who launched Sputnik 1?", draft=draft, passages=passages),
+            result=Critique,
+        )
+    assert critique.judge == "llm"
+    (sentence,) = critique.sentences
+    assert sentence.support in (0.0, 1.0)  # a yes/no judgement, not the forest's probability
+    assert sentence.best_passage == 1
