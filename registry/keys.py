@@ -23,6 +23,8 @@ key                                        type    holds
                                                    kind, task_id, payload, summary, truncated)
 ``{p}:a2a:{agent}:task:{owner}:{task}``    string  an A2A task (protobuf bytes)
 ``{p}:a2a:{agent}:tasks:{owner}``          zset    task ids by last update (ms)
+``{p}:vec:{space}:{sha1}``                 string  a text's embedding (float32 bytes), shared by
+                                                   the writer and critic, expires after minutes
 =========================================  ======  ==============================================
 """
 
@@ -90,6 +92,10 @@ class RedisKeys:
 
     def task(self, agent: str, owner: str, task_id: str) -> str:
         return f"{self.prefix}:a2a:{agent}:task:{owner}:{task_id}"
+
+    def vector(self, space: str, digest: str) -> str:
+        """A shared embedding: ``space`` names the model and backend, ``digest`` the text."""
+        return f"{self.prefix}:vec:{space}:{digest}"
 
     def task_index(self, agent: str, owner: str) -> str:
         return f"{self.prefix}:a2a:{agent}:tasks:{owner}"

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -336,12 +336,25 @@ class TermStats:
 # Embeddings with a per-text LRU cache, and the pair features.
 
 
+class VectorStore(Protocol):
+    """A second level behind the in-process cache (:class:`agents.common.vectors.SharedVectors`)."""
+
+    def get_many(self, texts: Sequence[str]) -> dict[str, Vectors]: ...
+
+    def put_many(self, vectors: Mapping[str, Vectors]) -> None: ...
+
+
 class VectorCache:
-    """Embeddings by text; one embedder call per lookup for every text not cached yet."""
+    """Embeddings by text; one embedder call per lookup for every text not cached yet.
+
+    With ``shared`` set, texts missing here are looked up there before being embedded, and
+    what this process embeds is stored there for others.
+    """
 
     def __init__(self, embedder: Embedder, size: int | None = 8192) -> None:
         self.embedder = embedder
         self.size = size
+        self.shared: VectorStore | None = None
         self._vectors: OrderedDict[str, Vectors] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -358,11 +371,19 @@ class VectorCache:
                 else:
                     self._vectors.move_to_end(text)
                     found[text] = vector
-            if missing:
-                computed = self.embedder.embed_documents(missing)
-                for text, row in zip(missing, computed, strict=True):
+            if missing and self.shared is not None:
+                for text, row in self.shared.get_many(missing).items():
                     found[text] = row
                     self._vectors[text] = row
+                missing = [t for t in missing if t not in found]
+            if missing:
+                computed = self.embedder.embed_documents(missing)
+                fresh = dict(zip(missing, computed, strict=True))
+                for text, row in fresh.items():
+                    found[text] = row
+                    self._vectors[text] = row
+                if self.shared is not None:
+                    self.shared.put_many(fresh)
                 if self.size is not None:
                     while len(self._vectors) > max(self.size, len(wanted)):
                         self._vectors.popitem(last=False)

@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import redis as sync_redis
+
 from agents.common.grounding import Grounder
 from agents.common.settings import EmbeddingSettings
+from agents.common.vectors import SharedVectors
 from agents.scaffold.executor import SkillError
 from agents.scaffold.peers import Peers
+from registry.keys import RedisKeys
 
 
 class GroundedAgent:
@@ -26,12 +30,33 @@ class GroundedAgent:
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         self._grounder = await asyncio.to_thread(Grounder.load, self.settings)
+        shared = self._shared_vectors(self._grounder)
+        if shared is not None:
+            self._grounder.featurizer.cache.shared = shared
         async with Peers.connect(
             self.settings, caller=self.name, request_timeout_s=self.request_timeout_s
         ) as peers:
             self._peers = peers
-            yield
+            try:
+                yield
+            finally:
+                if shared is not None:
+                    shared.redis.close()
         self._peers = None
+
+    def _shared_vectors(self, grounder: Grounder) -> SharedVectors | None:
+        """Vectors shared with the other grounded agents through Redis (fp32 only: int8
+        vectors depend on their batch, so two processes would not agree)."""
+        embedder = grounder.featurizer.cache.embedder
+        if not self.settings.redis_url or embedder.backend == "onnx-int8":
+            return None
+        client = sync_redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=self.settings.redis_timeout_s,
+            socket_connect_timeout=self.settings.redis_timeout_s,
+        )
+        space = f"{embedder.name}:{embedder.backend}:{self.settings.max_seq_length}"
+        return SharedVectors(client, RedisKeys(self.settings.redis_prefix), space, dim=embedder.dim)
 
     @property
     def grounder(self) -> Grounder:
