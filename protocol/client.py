@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 
 import httpx
 from a2a.client import Client, ClientConfig, create_client
-from a2a.client.errors import A2AClientError, A2AClientTimeoutError
+from a2a.client.errors import A2AClientTimeoutError
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
 from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.types import (
@@ -192,10 +192,7 @@ def is_unreachable(exc: BaseException) -> bool:
         if isinstance(seen, httpx.HTTPStatusError) and seen.response.status_code in (502, 503):
             return True
         seen = seen.__cause__ or seen.__context__
-    text = str(exc)
-    return isinstance(exc, A2AClientError) and (
-        "Network communication error" in text or "HTTP Error 503" in text
-    )
+    return False
 
 
 def _apply(task: Task | None, event: StreamResponse) -> Task | None:

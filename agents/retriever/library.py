@@ -39,7 +39,6 @@ from protocol.payloads import (
     Passage,
     SearchRequest,
     SearchResult,
-    integral_numbers,
 )
 
 log = logging.getLogger(__name__)
@@ -208,9 +207,8 @@ def inline_document(doc: Document) -> SourceDocument:
 
     ``document_payload`` is the inverse, so a file sent inline is stored exactly as the same
     file read here (same id, hash and fields): either way of ingesting it is idempotent.
-    Whole numbers come back as ints (A2A data parts carry every number as a double).
     """
-    metadata = integral_numbers(dict(doc.metadata))
+    metadata = dict(doc.metadata)
     fields = {key: str(metadata.pop(key, "")) for key in DOCUMENT_FIELDS}
     return SourceDocument(
         id=doc.id or doc.source,
