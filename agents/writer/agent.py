@@ -80,8 +80,7 @@ class Writer(GroundedAgent):
 
     async def generate(self, call: SkillCall, request: WriteRequest) -> Draft:
         """Ask the model, then check and repair what it wrote."""
-        revising = request.previous is not None and request.critique is not None
-        if revising and request.previous is not None and request.critique is not None:
+        if request.previous is not None and request.critique is not None:
             messages = prompt.revision_messages(
                 request.question, request.passages, request.previous, request.critique
             )
@@ -108,7 +107,6 @@ class Writer(GroundedAgent):
             len(passages),
             lambda texts: grounder.support(texts, passages, request.question),
             grounder.threshold,
-            drop_unsupported=True,
         )
         draft = (
             Draft(text=render(grounded.sentences), sentences=grounded.sentences)

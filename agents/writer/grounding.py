@@ -65,8 +65,6 @@ def ground(
     passages: int,
     support: SupportFn,
     threshold: float,
-    *,
-    drop_unsupported: bool,
 ) -> Grounded:
     """Check and repair every sentence's citations against ``passages`` passages."""
     unique = _dedupe(cited)[:MAX_SENTENCES]
@@ -75,7 +73,7 @@ def ground(
         return Grounded([], abstained=bool(unique))
     scores = support([s.text for s in claims])
     sentences = [_check(s, row, passages, threshold) for s, row in zip(claims, scores, strict=True)]
-    if drop_unsupported and any(not s.unsupported for s in sentences):
+    if any(not s.unsupported for s in sentences):
         sentences = [s for s in sentences if not s.unsupported]
     return Grounded(sentences, abstained=False)
 

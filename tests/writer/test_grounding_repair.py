@@ -9,7 +9,7 @@ import pytest
 from agents.common.grounding import Grounder
 from agents.common.settings import EmbeddingSettings
 from agents.critic.training import train
-from agents.writer.grounding import ground, is_abstention, parse_output
+from agents.writer.grounding import Grounded, ground, is_abstention, parse_output
 from agents.writer.prompt import REMOVED, draft_messages, sanitize
 from protocol.payloads import Passage
 from protocol.text import CitedSentence, parse_answer, split_sentences
@@ -28,13 +28,12 @@ def grounder() -> Grounder:
     return Grounder.load(settings)
 
 
-def repair(grounder: Grounder, sentences: Sequence[CitedSentence], *, revising: bool = False):  # type: ignore[no-untyped-def]
+def repair(grounder: Grounder, sentences: Sequence[CitedSentence]) -> Grounded:
     return ground(
         sentences,
         len(PASSAGES),
         lambda texts: grounder.support(texts, PASSAGES, "When was Sputnik 1 launched?"),
         grounder.threshold,
-        drop_unsupported=revising,
     )
 
 
@@ -59,14 +58,14 @@ def test_out_of_range_and_wrong_citations_are_replaced_by_the_supporting_passage
     assert all(1 <= n <= len(PASSAGES) for s in result.sentences for n in s.citations)
 
 
-def test_unsupported_sentence_is_marked_and_dropped_on_revision(grounder: Grounder) -> None:
-    text = "Sputnik 1 was launched in 1957 [1]. The satellite was made of cheese by NASA [1]."
-    first = repair(grounder, parse_answer(text))
-    assert [s.unsupported for s in first.sentences] == [False, True]
-    assert first.sentences[1].citations == []
-    revised = repair(grounder, parse_answer(text), revising=True)
-    assert len(revised.sentences) == 1
-    assert not revised.sentences[0].unsupported
+def test_unsupported_sentence_is_removed_or_marked(grounder: Grounder) -> None:
+    cheese = "The satellite was made of cheese by NASA [1]."
+    mixed = repair(grounder, parse_answer(f"Sputnik 1 was launched in 1957 [1]. {cheese}"))
+    assert [s.text for s in mixed.sentences] == ["Sputnik 1 was launched in 1957."]
+    alone = repair(grounder, parse_answer(cheese))
+    (sentence,) = alone.sentences
+    assert sentence.unsupported
+    assert sentence.citations == []
 
 
 def test_abstention_is_recognised() -> None:
