@@ -33,9 +33,12 @@ class RegistryClient:
         params["healthy_only"] = "true"
         return [AgentRecord.model_validate(r) for r in await self._list("/agents", params)]
 
-    async def list(self) -> builtins.list[AgentRecord]:
-        """Every registered instance in any state."""
-        return [AgentRecord.model_validate(r) for r in await self._list("/agents", {})]
+    async def list(
+        self, *, skill: str | None = None, tag: str | None = None
+    ) -> builtins.list[AgentRecord]:
+        """Every registered instance in any state, optionally filtered."""
+        params = {k: v for k, v in (("skill", skill), ("tag", tag)) if v}
+        return [AgentRecord.model_validate(r) for r in await self._list("/agents", params)]
 
     async def get(self, instance_id: str) -> AgentRecord | None:
         """One instance's record, or None when it is not registered."""

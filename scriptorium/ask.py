@@ -12,22 +12,25 @@ from rich.text import Text
 
 from agents.scaffold.peers import Peers
 from protocol.payloads import Answer, AnswerRequest
-from protocol.settings import CommonSettings
 
+#: Longest wait for the next event of an answer (rounds of writing on a busy CPU).
+ANSWER_TIMEOUT_S = 600.0
 Progress = Callable[[str, dict[str, object]], None]
 Tokens = Callable[[str, str], None]
 
 
 async def ask(
     request: AnswerRequest,
-    settings: CommonSettings,
+    peers: Peers,
     *,
-    registry_url: str | None = None,
     on_progress: Progress | None = None,
     on_tokens: Tokens | None = None,
-    timeout_s: float = 600.0,
 ) -> Answer:
-    """Ask the orchestrator found through the registry; report progress and tokens."""
+    """Ask the orchestrator ``peers`` find; report progress and tokens as they arrive.
+
+    Open ``peers`` once (``Peers.over_http(..., request_timeout_s=ANSWER_TIMEOUT_S)``) and
+    ask many questions through them: one HTTP client, one A2A client per instance.
+    """
 
     async def follow(event: StreamResponse, task: Task) -> None:
         if event.HasField("status_update") and on_progress is not None:
@@ -43,10 +46,7 @@ async def ask(
             if text:
                 on_tokens(artifact.artifact_id, text)
 
-    async with Peers.over_http(
-        settings, registry_url=registry_url, request_timeout_s=timeout_s
-    ) as peers:
-        return await peers.call("answer", request, result=Answer, on_update=follow)
+    return await peers.call("answer", request, result=Answer, on_update=follow)
 
 
 def render(answer: Answer, console: Console) -> None:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from protocol.payloads import Document
 from protocol.settings import AGENT_NAMES, CommonSettings
@@ -145,57 +146,49 @@ DEMO_DOCS = ("README.md", "docs")
 
 def _demo_documents() -> list[Document]:
     """The packaged demo corpus and this project's docs, read here and sent inline."""
+    from agents.retriever.library import document_payload
     from agents.retriever.readers import SourceDocument, read_paths
     from scriptorium.corpora import demo_documents
 
-    documents = [Document(text=d.text, source=d.source, id=d.id) for d in demo_documents()]
     paths = [Path(p) for p in DEMO_DOCS if Path(p).exists()]
-    for item in read_paths(paths, root=Path.cwd()):
-        if isinstance(item, SourceDocument):
-            documents.append(Document(text=item.text, source=item.source, id=item.id))
-    return documents
+    read = [item for item in read_paths(paths, root=Path.cwd()) if isinstance(item, SourceDocument)]
+    return [document_payload(doc) for doc in [*demo_documents(), *read]]
 
 
 async def _demo(registry_url: str, settings: CommonSettings, documents: list[Document]) -> None:
     """Ingest ``documents`` over A2A, then ask the demo's two questions."""
-    from a2a.types import StreamResponse, Task
-
     from agents.scaffold.peers import Peers
-    from protocol.payloads import AnswerRequest, IngestReport, IngestRequest
+    from protocol.payloads import AnswerRequest
     from scriptorium.ask import ask as ask_stack
     from scriptorium.ask import render
     from scriptorium.corpora import DEMO_QUESTIONS
+    from scriptorium.inline import INGEST_TIMEOUT_S, ingest_documents
 
     out.print(
         f"ingesting {len(documents)} documents (space-exploration articles from a packaged "
         "Wikipedia extract, and this project's docs) through the retriever (A2A 'ingest')"
     )
 
-    async def show(event: StreamResponse, task: Task) -> None:
-        if event.HasField("status_update") and event.status_update.status.message.parts:
-            console.print(f"  ingest: {event.status_update.status.message.parts[0].text}")
+    def batch_done(number: int, batches: int, report: IngestReport) -> None:
+        console.print(f"  ingest: batch {number}/{batches}, {report.chunks} chunks")
 
-    async with Peers.over_http(settings, registry_url=registry_url, request_timeout_s=600) as peers:
-        report = await peers.call(
-            "ingest", IngestRequest(documents=documents), result=IngestReport, on_update=show
+    def progress(line: str, data: dict[str, object]) -> None:
+        console.print(f"[dim]{line}[/]")
+
+    async with Peers.over_http(
+        settings, registry_url=registry_url, request_timeout_s=INGEST_TIMEOUT_S
+    ) as peers:
+        report = await ingest_documents(
+            peers, documents, max_bytes=settings.max_request_bytes, on_batch=batch_done
         )
-    out.print(
-        f"  {report.ingested} new, {report.replaced} replaced, {report.unchanged} unchanged, "
-        f"{report.chunks} chunks written"
-    )
-    for question in DEMO_QUESTIONS:
-        out.rule(f"[bold]{question}")
-
-        def progress(line: str, data: dict[str, object]) -> None:
-            console.print(f"[dim]{line}[/]")
-
-        answer = await ask_stack(
-            AnswerRequest(question=question),
-            settings,
-            registry_url=registry_url,
-            on_progress=progress,
+        out.print(
+            f"  {report.ingested} new, {report.replaced} replaced, {report.unchanged} "
+            f"unchanged, {report.chunks} chunks written"
         )
-        render(answer, out)
+        for question in DEMO_QUESTIONS:
+            out.rule(f"[bold]{question}")
+            answer = await ask_stack(AnswerRequest(question=question), peers, on_progress=progress)
+            render(answer, out)
     out.print(
         "SmolLM2-135M runs on the CPU here: fluent, not wise. The writer's citation repair, the "
         "critic and the extractive fallback keep its answers grounded; a GPU runs a capable "
@@ -335,11 +328,9 @@ def ask(
     """Ask the running stack; a cited, critic-checked answer with its sources."""
     from pydantic import ValidationError
 
-    from agents.scaffold.executor import SkillError
-    from protocol.client import SkillFailed
     from protocol.payloads import AnswerRequest
+    from scriptorium.ask import ANSWER_TIMEOUT_S, render
     from scriptorium.ask import ask as ask_stack
-    from scriptorium.ask import render
 
     configure_logging("WARNING", as_json=False)
     try:
@@ -347,37 +338,27 @@ def ask(
         if not question.strip():
             raise ValueError("empty question: ask something the documents might answer")
     except (ValidationError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        _fail(str(exc), 2)
     live_text: dict[str, str] = {}
-    live = (
-        Live(console=console, auto_refresh=True, transient=True) if stream and not as_json else None
-    )
+    live = Live(console=console, transient=True) if stream and not as_json else None
 
     def progress(text: str, data: dict[str, object]) -> None:
         if not as_json:
-            console.print(f"[dim]{text}[/]")
+            console.print(f"[dim]{escape(text)}[/]")
 
     def tokens(artifact_id: str, text: str) -> None:
         live_text[artifact_id] = live_text.get(artifact_id, "") + text
         if live is not None:
-            live.update(f"[cyan]{live_text[artifact_id]}[/]")
+            live.update(Text(live_text[artifact_id], style="cyan"))
 
+    if live is not None:
+        live.start()
     try:
-        if live is not None:
-            live.start()
-        answer = asyncio.run(
-            ask_stack(
-                request,
-                CommonSettings(),
-                registry_url=registry_url,
-                on_progress=progress,
-                on_tokens=tokens,
-            )
+        answer = _on_stack(
+            registry_url,
+            lambda peers: ask_stack(request, peers, on_progress=progress, on_tokens=tokens),
+            request_timeout_s=ANSWER_TIMEOUT_S,
         )
-    except (SkillError, SkillFailed) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2 if "REJECTED" in str(exc) else 1) from exc
     finally:
         if live is not None:
             live.stop()
@@ -438,23 +419,14 @@ def list_agents(
     registry_url: Annotated[str | None, typer.Option(help="Discovery endpoint.")] = None,
 ) -> None:
     """List registered agents from the discovery endpoint."""
-    settings = CommonSettings()
-    url = (registry_url or settings.resolved_registry_url).rstrip("/")
-    params = {k: v for k, v in (("skill", skill), ("tag", tag)) if v}
-    try:
-        response = httpx.get(
-            f"{url}/agents",
-            params=params,
-            timeout=settings.request_timeout_s,
-            headers=settings.auth_headers(),
-        )
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        console.print(
-            f"[red]error:[/] cannot read {url}/agents: {exc}. Is `scriptorium up` running?"
-        )
-        raise typer.Exit(1) from exc
-    records = response.json()
+    from registry.client import RegistryClient
+
+    async def read(peers: Peers) -> list[dict[str, Any]]:
+        assert isinstance(peers.directory, RegistryClient)
+        found = await peers.directory.list(skill=skill, tag=tag)
+        return [record.model_dump(mode="json") for record in found]
+
+    records = _on_stack(registry_url, read)
     if as_json:
         out.print_json(json.dumps(records))
     else:
@@ -466,10 +438,6 @@ DIRECT_HELP = (
     "asking the running retriever."
 )
 REGISTRY_HELP = "The running stack's discovery endpoint (default: SCRIPTORIUM_REGISTRY_URL)."
-#: Longest wait for the next event of a streamed ingestion (its last step may build an index).
-INGEST_TIMEOUT_S = 600.0
-#: Room kept in each ingest request for the JSON-RPC envelope (about 300 bytes).
-ENVELOPE_BYTES = 4096
 T = TypeVar("T")
 
 
@@ -588,21 +556,6 @@ class _Batch:
     skipped: list[SkippedFile] = field(default_factory=list)
 
 
-def _wire_size(document: Document) -> int:
-    """Bytes a document adds to a request, encoded as the A2A client sends it.
-
-    The client puts the payload in a protobuf ``Struct`` (every number a double) and sends
-    compact UTF-8 JSON; the extra byte is the comma between documents.
-    """
-    from google.protobuf import json_format
-    from google.protobuf.struct_pb2 import Struct
-
-    struct = Struct()
-    struct.update(document.model_dump(mode="json"))
-    data = json_format.MessageToDict(struct)
-    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()) + 1
-
-
 def _ingest_batches(paths: list[Path], *, root: Path, max_bytes: int) -> Iterator[_Batch]:
     """Local files read into batches of inline documents, each request under ``max_bytes``.
 
@@ -613,6 +566,7 @@ def _ingest_batches(paths: list[Path], *, root: Path, max_bytes: int) -> Iterato
     from agents.retriever.library import document_payload
     from agents.retriever.readers import Skipped, iter_paths, read_paths
     from protocol.payloads import SkippedFile
+    from scriptorium.inline import ENVELOPE_BYTES, wire_size
 
     budget = max_bytes - ENVELOPE_BYTES
     files_done = 0
@@ -627,7 +581,7 @@ def _ingest_batches(paths: list[Path], *, root: Path, max_bytes: int) -> Iterato
                 batch.skipped.append(SkippedFile(source=item.source, reason="empty: no text"))
                 continue
             document = document_payload(item)
-            size = _wire_size(document)
+            size = wire_size(document)
             if size > budget:
                 batch.skipped.append(
                     SkippedFile(
@@ -795,6 +749,8 @@ def ingest(
         totals = _ingest_direct(paths, collection, files)
         where = f"stored in this process ({RetrieverSettings().store_backend})"
     else:
+        from scriptorium.inline import INGEST_TIMEOUT_S
+
         totals, url = _on_stack(
             registry_url,
             lambda peers: _ingest_through(peers, paths, collection, files),

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.critic.agent import CriticSettings
 from agents.critic.agent import parts as critic_parts
+from agents.retriever.library import document_payload
 from agents.scaffold.peers import Peers
 from protocol.client import SkillFailed, call_skill, open_client, skill_message
 from protocol.payloads import (
@@ -31,13 +32,12 @@ from protocol.payloads import (
     Document,
     Draft,
     DraftSentence,
-    IngestReport,
-    IngestRequest,
     Passage,
 )
 from protocol.settings import CommonSettings
-from scriptorium.ask import ask
+from scriptorium.ask import ANSWER_TIMEOUT_S, ask
 from scriptorium.corpora import DEMO_QUESTIONS, demo_documents
+from scriptorium.inline import ingest_documents
 from scriptorium.launcher import Stack
 from scriptorium.testing import StackFactory, running_agent, wait_for
 
@@ -54,18 +54,16 @@ PLANTED = Document(
 
 
 async def ingest(registry_url: str, collection: str, documents: list[Document]) -> None:
-    async with Peers.over_http(
-        CommonSettings(), registry_url=registry_url, request_timeout_s=300
-    ) as peers:
-        report = await peers.call(
-            "ingest", IngestRequest(documents=documents, collection=collection), result=IngestReport
+    settings = CommonSettings()
+    async with Peers.over_http(settings, registry_url=registry_url, request_timeout_s=300) as peers:
+        report = await ingest_documents(
+            peers, documents, collection, max_bytes=settings.max_request_bytes
         )
     assert report.ingested == len(documents)
 
 
 def corpus() -> list[Document]:
-    docs = [Document(text=d.text, source=d.source, id=d.id) for d in demo_documents()]
-    return [*docs, PLANTED]
+    return [*(document_payload(d) for d in demo_documents()), PLANTED]
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +73,16 @@ async def collection(stack: Stack) -> str:
     return name
 
 
+async def ask_on(registry_url: str, request: AnswerRequest, **callbacks: Any) -> Answer:
+    async with Peers.over_http(
+        CommonSettings(), registry_url=registry_url, request_timeout_s=ANSWER_TIMEOUT_S
+    ) as peers:
+        return await ask(request, peers, **callbacks)
+
+
 async def answer(stack: Stack, collection: str, question: str, **options: Any) -> Answer:
     request = AnswerRequest(question=question, collection=collection, **options)
-    return await ask(request, CommonSettings(), registry_url=stack.registry_url)
+    return await ask_on(stack.registry_url, request)
 
 
 def events(stack: Stack, session_id: str) -> list[dict[str, Any]]:
@@ -232,18 +237,14 @@ async def test_bad_input_is_rejected_before_any_session(
     assert len(after) == len(before)  # nothing negotiated, nothing half-written
 
 
-async def test_unknown_collection_is_refused_or_answered_clearly(stack: Stack) -> None:
-    outcome: Answer | SkillFailed
-    try:
-        outcome = await answer(stack, "no-such-collection", "What is Sputnik?")
-    except SkillFailed as exc:
-        outcome = exc
-    if isinstance(outcome, SkillFailed):
-        assert outcome.task.status.state == TaskState.TASK_STATE_REJECTED
-        assert "no-such-collection" in str(outcome)
-    else:
-        assert outcome.abstained
-        assert "no-such-collection" in outcome.text
+async def test_unknown_collection_is_rejected_naming_the_known_ones(
+    stack: Stack, collection: str
+) -> None:
+    with pytest.raises(SkillFailed) as failed:
+        await answer(stack, "no_such_collection", "What is Sputnik?")
+    assert failed.value.task.status.state == TaskState.TASK_STATE_REJECTED
+    assert "no_such_collection" in str(failed.value)
+    assert collection in str(failed.value)  # the known collections are listed
 
 
 def canceled_writes(stack: Stack) -> float:
@@ -329,10 +330,9 @@ async def test_writer_killed_mid_question_is_rebound_and_the_question_completes(
         replicas.processes[key].kill()  # SIGKILL: no goodbye, the stream just breaks
         killed.append(writer)
 
-    result = await ask(
+    result = await ask_on(
+        replicas.registry_url,
         AnswerRequest(question=DEMO_QUESTIONS[0], max_rounds=1),
-        CommonSettings(),
-        registry_url=replicas.registry_url,
         on_progress=progress,
         on_tokens=tokens,
     )
@@ -350,11 +350,7 @@ async def test_dead_inference_agent_fails_the_task_clearly(replicas: Stack) -> N
     replicas.processes["inference"].kill()
     with pytest.raises(SkillFailed) as failed:
         await asyncio.wait_for(
-            ask(
-                AnswerRequest(question=DEMO_QUESTIONS[0], max_rounds=1),
-                CommonSettings(),
-                registry_url=replicas.registry_url,
-            ),
+            ask_on(replicas.registry_url, AnswerRequest(question=DEMO_QUESTIONS[0], max_rounds=1)),
             timeout=60,
         )
     assert failed.value.task.status.state == TaskState.TASK_STATE_FAILED

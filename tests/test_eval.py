@@ -35,7 +35,6 @@ from scriptorium.evaluation.run import (
     answer_metrics,
     critic_metrics,
     critic_probes,
-    document_batches,
     evaluate,
     final_view,
     percentile,
@@ -349,16 +348,17 @@ def test_select_keeps_the_kinds_in_proportion() -> None:
     assert select(devset, None) == devset
 
 
-def test_batches_stay_under_the_size_limit() -> None:
-    from agents.retriever.readers import SourceDocument
+def test_batches_stay_under_the_size_limit_as_sent_on_the_wire() -> None:
+    from protocol.payloads import Document
+    from scriptorium.inline import ENVELOPE_BYTES, document_batches, wire_size
 
-    docs = [
-        SourceDocument(id=f"d{i}", text="x" * 1000, source=f"s{i}", kind="inline")
-        for i in range(50)
-    ]
-    batches = document_batches(docs, max_bytes=10_000)
+    docs = [Document(id=f"d{i}", text="é" * 1000, source=f"s{i}") for i in range(50)]
+    batches = list(document_batches(docs, max_bytes=ENVELOPE_BYTES + 10_000))
     assert sum(len(b) for b in batches) == 50
-    assert all(sum(len(d.model_dump_json()) for d in b) < 10_000 for b in batches)
+    assert len(batches) > 1
+    assert all(sum(wire_size(d) for d in b) <= 10_000 for b in batches)
+    with pytest.raises(ValueError, match="more than one request may carry"):
+        list(document_batches(docs, max_bytes=ENVELOPE_BYTES + 100))
 
 
 def test_percentile_interpolates() -> None:

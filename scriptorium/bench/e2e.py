@@ -15,10 +15,18 @@ import sys
 import time
 from typing import Any
 
+from agents.scaffold.peers import Peers
 from protocol.payloads import Answer
 from scriptorium.corpora import DEMO_QUESTIONS, demo_documents
 from scriptorium.evaluation.devset import DevQuestion, answer_matches
-from scriptorium.evaluation.run import Outcome, ask_all, ingest_documents, own_stack, percentile
+from scriptorium.evaluation.run import (
+    TIMEOUT_S,
+    Outcome,
+    ask_all,
+    ingest_corpus,
+    own_stack,
+    percentile,
+)
 
 COLLECTION = "demo"
 MAX_TOKENS = 64
@@ -65,15 +73,19 @@ async def run() -> dict[str, Any]:
         if "ERROR" in line or line.startswith(("starting", "stack")):
             print(line, file=sys.stderr, flush=True)
 
-    async with own_stack("bench-e2e", progress=quiet) as (settings, registry_url, logs):
+    async with (
+        own_stack("bench-e2e", progress=quiet) as (settings, registry_url, logs),
+        Peers.over_http(
+            settings, caller="bench", registry_url=registry_url, request_timeout_s=TIMEOUT_S
+        ) as peers,
+    ):
         log_dir = str(logs)
-        await ingest_documents(settings, registry_url, demo_documents(), COLLECTION, quiet)
+        await ingest_corpus(peers, demo_documents(), COLLECTION, settings, quiet)
 
         async def ask(questions: list[DevQuestion], level: int) -> list[Outcome]:
             return await ask_all(
                 questions,
-                settings,
-                registry_url,
+                peers,
                 rounds=ROUNDS,
                 concurrency=level,
                 progress=quiet,

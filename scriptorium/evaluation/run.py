@@ -35,16 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from agents.retriever.readers import SourceDocument
+from agents.scaffold.peers import Peers
 from protocol.payloads import (
     Answer,
     AnswerRequest,
     Critique,
     CritiqueRequest,
-    Document,
     Draft,
     DraftSentence,
     IngestReport,
-    IngestRequest,
     Passage,
 )
 from protocol.settings import CommonSettings
@@ -53,9 +52,6 @@ from scriptorium.evaluation.devset import DevQuestion, answer_matches, load_devs
 
 #: The collection the dev-set corpus is ingested into.
 EVAL_COLLECTION = "eval"
-#: Inline documents per ingest request stay under this many bytes of (ASCII-escaped) JSON,
-#: well below the agents' 4 MiB request limit.
-BATCH_BYTES = 3 * 1024 * 1024
 #: Retrieval is judged on the first round's top passages.
 TOP_K = 5
 #: Planted error types, named after the training generator's negatives they reuse.
@@ -67,8 +63,8 @@ ERROR_TYPES = (
     "other_passage",
     "wrong_citation",
 )
-ANSWER_TIMEOUT_S = 900.0
-CRITIC_TIMEOUT_S = 120.0
+#: Longest wait for the next event of a call (an answer's rounds on a busy CPU).
+TIMEOUT_S = 900.0
 
 Progress = Callable[[str], None]
 
@@ -450,62 +446,30 @@ def select(devset: Sequence[DevQuestion], limit: int | None) -> list[DevQuestion
     return [q for _, _, q in sorted(keyed, key=lambda t: (t[0], t[1]))][: max(0, limit)]
 
 
-def document_batches(
-    documents: Sequence[SourceDocument], max_bytes: int = BATCH_BYTES
-) -> list[list[Document]]:
-    """Inline documents grouped so that each batch's JSON stays under ``max_bytes``."""
-    batches: list[list[Document]] = []
-    batch: list[Document] = []
-    size = 0
-    for doc in documents:
-        payload = Document(
-            id=doc.id,
-            text=doc.text,
-            source=doc.source,
-            metadata={**doc.metadata, "title": doc.title, "kind": doc.kind},
-        )
-        width = len(json.dumps(payload.model_dump(mode="json"), ensure_ascii=True)) + 2
-        if batch and size + width > max_bytes:
-            batches.append(batch)
-            batch, size = [], 0
-        batch.append(payload)
-        size += width
-    if batch:
-        batches.append(batch)
-    return batches
-
-
-async def ingest_documents(
-    settings: CommonSettings,
-    registry_url: str,
+async def ingest_corpus(
+    peers: Peers,
     documents: Sequence[SourceDocument],
     collection: str,
+    settings: CommonSettings,
     progress: Progress = _stderr,
 ) -> IngestReport:
     """Ingest ``documents`` inline through the retriever (skill ``ingest``) over A2A."""
-    from agents.scaffold.peers import Peers
+    from agents.retriever.library import document_payload
+    from scriptorium.inline import ingest_documents
 
-    total = IngestReport()
-    batches = document_batches(documents)
-    async with Peers.over_http(
-        settings, caller="eval", registry_url=registry_url, request_timeout_s=600
-    ) as peers:
-        for number, batch in enumerate(batches, start=1):
-            got = await peers.call(
-                "ingest", IngestRequest(documents=batch, collection=collection), result=IngestReport
-            )
-            total = IngestReport(
-                ingested=total.ingested + got.ingested,
-                unchanged=total.unchanged + got.unchanged,
-                replaced=total.replaced + got.replaced,
-                chunks=total.chunks + got.chunks,
-                skipped=[*total.skipped, *got.skipped],
-            )
-            progress(
-                f"ingest {number}/{len(batches)}: {len(batch)} documents into {collection!r} "
-                f"({got.ingested} new, {got.unchanged} unchanged, {got.chunks} chunks)"
-            )
-    return total
+    def batch_done(number: int, batches: int, got: IngestReport) -> None:
+        progress(
+            f"ingest {number}/{batches}: into {collection!r} ({got.ingested} new, "
+            f"{got.unchanged} unchanged, {got.chunks} chunks)"
+        )
+
+    return await ingest_documents(
+        peers,
+        [document_payload(doc) for doc in documents],
+        collection,
+        max_bytes=settings.max_request_bytes,
+        on_batch=batch_done,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -546,8 +510,7 @@ def _keep_only(folder: Path, kept: Path) -> None:
 
 async def ask_all(
     questions: Sequence[DevQuestion],
-    settings: CommonSettings,
-    registry_url: str,
+    peers: Peers,
     *,
     rounds: int,
     concurrency: int,
@@ -573,9 +536,7 @@ async def ask_all(
         async with gate:
             started = time.perf_counter()
             try:
-                answer = await ask(
-                    request, settings, registry_url=registry_url, timeout_s=ANSWER_TIMEOUT_S
-                )
+                answer = await ask(request, peers)
                 outcome = Outcome(q, answer=answer, seconds=time.perf_counter() - started)
             except Exception as exc:  # a failed task is a result to count, not a crash
                 error = f"{type(exc).__name__}: {exc}"
@@ -600,16 +561,13 @@ def _summary(outcome: Outcome) -> str:
 
 async def probe_critic(
     outcomes: Sequence[Outcome],
-    settings: CommonSettings,
-    registry_url: str,
+    peers: Peers,
     *,
     concurrency: int,
     seed: int = 0,
     progress: Progress = _stderr,
 ) -> list[tuple[Probe, Critique | None]]:
     """Send every probe of every answered, answerable question to the critic over A2A."""
-    from agents.scaffold.peers import Peers
-
     probes = [
         probe
         for o in outcomes
@@ -618,20 +576,17 @@ async def probe_critic(
     ]
     progress(f"critic: {len(probes)} probes from {len({p.question.id for p in probes})} questions")
     gate = asyncio.Semaphore(max(1, concurrency))
-    async with Peers.over_http(
-        settings, caller="eval", registry_url=registry_url, request_timeout_s=CRITIC_TIMEOUT_S
-    ) as peers:
 
-        async def one(probe: Probe) -> tuple[Probe, Critique | None]:
-            async with gate:
-                try:
-                    critique = await peers.call("critique", probe_request(probe), result=Critique)
-                except Exception as exc:  # counted as critic_errors
-                    progress(f"critic probe {probe.question.id}/{probe.kind} failed: {exc}")
-                    return probe, None
-            return probe, critique
+    async def one(probe: Probe) -> tuple[Probe, Critique | None]:
+        async with gate:
+            try:
+                critique = await peers.call("critique", probe_request(probe), result=Critique)
+            except Exception as exc:  # counted as critic_errors
+                progress(f"critic probe {probe.question.id}/{probe.kind} failed: {exc}")
+                return probe, None
+        return probe, critique
 
-        return list(await asyncio.gather(*(one(p) for p in probes)))
+    return list(await asyncio.gather(*(one(p) for p in probes)))
 
 
 @dataclass(frozen=True)
@@ -703,15 +658,17 @@ async def evaluate(options: EvalOptions, progress: Progress = _stderr) -> dict[s
             info.options["critic_model"] = critic_model()
         else:
             settings, registry_url = CommonSettings(), options.registry_url
-        ingested = await ingest_documents(
-            settings, registry_url, documents, EVAL_COLLECTION, progress
+        peers = await scope.enter_async_context(
+            Peers.over_http(
+                settings, caller="eval", registry_url=registry_url, request_timeout_s=TIMEOUT_S
+            )
         )
+        ingested = await ingest_corpus(peers, documents, EVAL_COLLECTION, settings, progress)
         info.ingest = ingested.model_dump(exclude={"skipped"}) | {"skipped": len(ingested.skipped)}
         progress(f"asking {len(questions)} questions, {options.concurrency} at a time")
         outcomes = await ask_all(
             questions,
-            settings,
-            registry_url,
+            peers,
             rounds=options.rounds,
             concurrency=options.concurrency,
             progress=progress,
@@ -720,8 +677,7 @@ async def evaluate(options: EvalOptions, progress: Progress = _stderr) -> dict[s
             await asyncio.to_thread(save_outcomes, outcomes, options.save_answers)
         probes = await probe_critic(
             outcomes,
-            settings,
-            registry_url,
+            peers,
             concurrency=options.concurrency,
             seed=options.seed,
             progress=progress,
