@@ -49,13 +49,18 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class SkillFailed(RuntimeError):
-    """A skill call ended in a state other than completed; carries the final task."""
+    """A skill call ended in a state other than completed; carries the final task.
+
+    ``reason`` is the agent's own message; ``rejected`` says the request itself was refused.
+    """
 
     def __init__(self, task: Task) -> None:
         self.task = task
         state = TaskState.Name(task.status.state)
-        reason = get_message_text(task.status.message) if task.status.HasField("message") else ""
-        super().__init__(f"task {task.id} ended {state}: {reason or 'no reason given'}")
+        message = get_message_text(task.status.message) if task.status.HasField("message") else ""
+        self.reason = message or "no reason given"
+        self.rejected = task.status.state == TaskState.TASK_STATE_REJECTED
+        super().__init__(f"task {task.id} ended {state}: {self.reason}")
 
 
 def http_client(
@@ -183,13 +188,23 @@ async def _cancel_quietly(client: Client, task_id: str, timeout_s: float = 5.0) 
         log.info("could not cancel remote task %s: %s", task_id, exc)
 
 
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an A2A call failed with, found along the exception's causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.HTTPStatusError):
+            return seen.response.status_code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def is_unreachable(exc: BaseException) -> bool:
     """Whether a call failed because the agent could not be reached (dead, not a refusal)."""
+    if http_status(exc) in (502, 503):
+        return True
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, httpx.TransportError | A2AClientTimeoutError | ConnectionError):
-            return True
-        if isinstance(seen, httpx.HTTPStatusError) and seen.response.status_code in (502, 503):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -454,11 +454,8 @@ def _on_stack(
     request_timeout_s: float | None = None,
 ) -> T:
     """Run ``work`` against the running stack (agents found through its registry)."""
-    from a2a.helpers import get_message_text
-    from a2a.types import TaskState
-
     from agents.scaffold.peers import Peers, PeerUnavailable
-    from protocol.client import SkillFailed, is_unreachable
+    from protocol.client import SkillFailed, http_status, is_unreachable
     from registry.client import RegistryUnreachable
 
     settings = CommonSettings()
@@ -483,11 +480,9 @@ def _on_stack(
             )
         _fail(str(exc), 1)
     except SkillFailed as exc:
-        status = exc.task.status
-        reason = get_message_text(status.message) if status.HasField("message") else str(exc)
-        _fail(reason or str(exc), 2 if status.state == TaskState.TASK_STATE_REJECTED else 1)
+        _fail(exc.reason, 2 if exc.rejected else 1)
     except Exception as exc:
-        if "413" in str(exc):
+        if http_status(exc) == 413:
             _fail(
                 f"the agent refused a request as too large ({exc}); set "
                 "SCRIPTORIUM_MAX_REQUEST_BYTES here to the agent's value",

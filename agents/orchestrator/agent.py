@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
-from a2a.types import StreamResponse, Task, TaskState
+from a2a.types import StreamResponse, Task
 from pydantic import BaseModel, Field
 
 from agents.orchestrator.loop import Critiqued, Done, Drafted, Retrieved, answer_rounds
@@ -202,17 +202,9 @@ class SessionTeam:
         try:
             return await self.session.call(role, payload, result=result, on_update=on_update)
         except SkillFailed as exc:
-            reason = _reason(exc.task)
-            if exc.task.status.state == TaskState.TASK_STATE_REJECTED:
-                raise BadRequest(f"the {role} refused the request: {reason}") from exc
-            raise SkillError(f"the {role} failed: {reason}") from exc
-
-
-def _reason(task: Task) -> str:
-    text = ""
-    if task.status.HasField("message"):
-        text = " ".join(p.text for p in task.status.message.parts if p.text)
-    return text or TaskState.Name(task.status.state)
+            if exc.rejected:
+                raise BadRequest(f"the {role} refused the request: {exc.reason}") from exc
+            raise SkillError(f"the {role} failed: {exc.reason}") from exc
 
 
 def build_answer(

@@ -142,7 +142,7 @@ class Writer(GroundedAgent):
                     "generate", request, result=Generation, on_update=forward
                 )
         except SkillFailed as exc:
-            raise SkillError(f"the inference agent could not generate: {exc}") from exc
+            raise SkillError(f"the inference agent could not generate: {exc.reason}") from exc
         await call.stream_text(ANSWER_ARTIFACT, "", name=ANSWER_ARTIFACT, last=True)
         return generation
 
