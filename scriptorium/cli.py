@@ -469,9 +469,11 @@ def _on_stack(
 
     try:
         return asyncio.run(run())
-    except PeerUnavailable as exc:
-        cause = exc.__cause__
-        if isinstance(cause, RegistryUnreachable) and isinstance(cause.__cause__, httpx.HTTPError):
+    except (PeerUnavailable, RegistryUnreachable) as exc:
+        registry = exc if isinstance(exc, RegistryUnreachable) else exc.__cause__
+        if isinstance(registry, RegistryUnreachable) and isinstance(
+            registry.__cause__, httpx.HTTPError
+        ):
             _fail(
                 f"no Scriptorium stack answers at {url}: start one with `scriptorium up`, or "
                 "point --registry-url / SCRIPTORIUM_REGISTRY_URL at its registry "

@@ -148,4 +148,5 @@ def test_agents_command_reads_the_discovery_endpoint(stack: Stack) -> None:
         timeout=60,
     )
     assert down.returncode == 1
-    assert "Is `scriptorium up` running?" in down.stderr
+    assert "no Scriptorium stack answers at http://127.0.0.1:9" in down.stderr
+    assert "scriptorium up" in down.stderr
