@@ -25,6 +25,7 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
+from a2a.types import AgentCard
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -83,14 +84,7 @@ def create_agent_app(
     keys = RedisKeys(settings.redis_prefix)
     executor = SkillExecutor(spec.name, parts.handlers)
     task_store = RedisTaskStore(client, spec.name, keys=keys, retention_s=settings.task_retention_s)
-    handler = DefaultRequestHandler(
-        executor,
-        task_store,
-        card,
-        request_context_builder=SimpleRequestContextBuilder(
-            task_id_generator=task_store.id_generator()
-        ),
-    )
+    handler = _request_handler(executor, task_store, card)
     registry = Registry(client, RegistrySettings(**settings.model_dump()), keys=keys)
     presence = Presence(
         registry,
@@ -158,6 +152,20 @@ def create_agent_app(
         rest_routes=create_rest_routes(handler, path_prefix=REST_PATH),
     )
     return app
+
+
+def _request_handler(
+    executor: SkillExecutor, task_store: RedisTaskStore, card: AgentCard
+) -> DefaultRequestHandler:
+    """The SDK request handler every transport of this agent serves."""
+    return DefaultRequestHandler(
+        executor,
+        task_store,
+        card,
+        request_context_builder=SimpleRequestContextBuilder(
+            task_id_generator=task_store.id_generator()
+        ),
+    )
 
 
 def _add_guards(app: FastAPI, settings: AgentSettings) -> None:
