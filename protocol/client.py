@@ -32,17 +32,10 @@ from google.protobuf.struct_pb2 import Struct
 from pydantic import BaseModel
 
 from protocol.cards import SKILL_METADATA_KEY
+from protocol.streams import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
 A2A_VERSION_HEADER = "A2A-Version"
-TERMINAL_STATES = frozenset(
-    {
-        TaskState.TASK_STATE_COMPLETED,
-        TaskState.TASK_STATE_FAILED,
-        TaskState.TASK_STATE_CANCELED,
-        TaskState.TASK_STATE_REJECTED,
-    }
-)
 
 UpdateCallback = Callable[[StreamResponse, Task], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)

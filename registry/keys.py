@@ -21,8 +21,16 @@ key                                        type    holds
                                                    ended, trace_id, state, seq (last event seq)
 ``{p}:session:{sid}:events``               stream  the session's event log (seq, ts, from, to,
                                                    kind, task_id, payload, summary, truncated)
-``{p}:a2a:{agent}:task:{owner}:{task}``    string  an A2A task (protobuf bytes)
+``{p}:a2a:{agent}:task:{task}``            hash    an A2A task: ``t`` snapshot (protobuf bytes),
+                                                   ``v`` version, ``s`` state, ``o`` owner,
+                                                   ``r`` runner id
+``{p}:a2a:{agent}:events:{task}``          stream  the task's events, entry id ``0-<version>``,
+                                                   field ``e`` (StreamResponse bytes)
+``{p}:a2a:{agent}:runner:{id}``            string  present while process ``id`` runs tasks
 ``{p}:a2a:{agent}:tasks:{owner}``          zset    task ids by last update (ms)
+``{p}:a2a:{agent}:push:{task}``           hash    push notification configs of a task:
+                                                   JSON ``[owner, config id]`` -> config
+                                                   (protobuf bytes); expires with the task
 ``{p}:vec:{space}:{sha1}``                 string  a text's embedding (float32 bytes), shared by
                                                    the writer and critic, expires after minutes
 =========================================  ======  ==============================================
@@ -90,8 +98,17 @@ class RedisKeys:
         """What :meth:`session_events` appends to :meth:`session` (for Lua scripts)."""
         return ":events"
 
-    def task(self, agent: str, owner: str, task_id: str) -> str:
-        return f"{self.prefix}:a2a:{agent}:task:{owner}:{task_id}"
+    def task(self, agent: str, task_id: str) -> str:
+        """One A2A task: a hash of its snapshot, version, state, owner and runner."""
+        return f"{self.prefix}:a2a:{agent}:task:{task_id}"
+
+    def task_events(self, agent: str, task_id: str) -> str:
+        """The Redis Stream of one task's events; entry ids are ``0-<sequence>``."""
+        return f"{self.prefix}:a2a:{agent}:events:{task_id}"
+
+    def task_runner(self, agent: str, runner_id: str) -> str:
+        """Present while the process ``runner_id`` is alive to run this agent's tasks."""
+        return f"{self.prefix}:a2a:{agent}:runner:{runner_id}"
 
     def vector(self, space: str, digest: str) -> str:
         """A shared embedding: ``space`` names the model and backend, ``digest`` the text."""
@@ -99,3 +116,7 @@ class RedisKeys:
 
     def task_index(self, agent: str, owner: str) -> str:
         return f"{self.prefix}:a2a:{agent}:tasks:{owner}"
+
+    def push_configs(self, agent: str, task_id: str) -> str:
+        """The push notification configs of one task, every owner's (see the table above)."""
+        return f"{self.prefix}:a2a:{agent}:push:{task_id}"

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -99,11 +100,20 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Red
         await client.aclose()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``predicate()`` (run in a thread) until true; fail saying ``what`` did not happen."""
+async def wait_for(
+    predicate: Callable[[], bool] | Callable[[], Awaitable[bool]], timeout_s: float, what: str
+) -> None:
+    """Poll ``predicate()`` until true; fail saying ``what`` did not happen.
+
+    A coroutine function is awaited; a plain function runs in a thread (it may block).
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
+        if inspect.iscoroutinefunction(predicate):
+            done = await predicate()
+        else:
+            done = await asyncio.to_thread(predicate)
+        if done:
             return
         await asyncio.sleep(0.1)
     pytest.fail(f"{what} within {timeout_s:.0f}s")

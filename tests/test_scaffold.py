@@ -161,7 +161,7 @@ async def test_get_task_reads_it_back_from_redis(
     fetched = await client.get_task(GetTaskRequest(id=task.id))
     assert fetched.status.state == TaskState.TASK_STATE_COMPLETED
     assert task_data(fetched) == [{"echo": "text in"}]
-    assert await redis.exists(RedisKeys(redis_prefix).task("tester", "anonymous", task.id)) == 1
+    assert await redis.exists(RedisKeys(redis_prefix).task("tester", task.id)) == 1
 
 
 async def test_cancel_task_stops_the_handler(client: Client) -> None:

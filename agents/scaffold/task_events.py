@@ -1,0 +1,165 @@
+"""Task events across replicas: a2a-sdk's ``TaskEventStream`` on Redis Streams, and resume.
+
+The store (:mod:`agents.scaffold.task_store`) appends each event to its task's stream in the
+same script that writes the task, so ``publish`` has nothing left to do. ``subscribe`` blocks
+on XREAD — no polling loop — on a connection pool of its own, so waiting subscribers never
+starve the agent's other Redis work. When a read times out it checks that the task's runner
+is alive; a task orphaned by a crash is recorded FAILED, which ends every subscription.
+
+:class:`ResumableRequestHandler` is the SDK's request handler plus the resume-cursor
+extension (:mod:`protocol.streams`): SubscribeToTask with a cursor is served from the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from a2a.server.agent_execution import AgentExecutor
+from a2a.server.cluster import TaskEventStream, TaskVersion, VersionedEvent
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import Event
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.request_handlers.request_handler import validate, validate_request_params
+from a2a.types import AgentCard, StreamResponse, SubscribeToTaskRequest
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+from a2a.utils.proto_utils import to_stream_response
+
+from agents.scaffold.task_store import RedisTaskStore, version_number
+from protocol.streams import TERMINAL_STATES, is_final, requested_cursor
+from registry.redisio import text
+
+#: How long one XREAD waits before checking that the task's runner is still alive.
+BLOCK_MS = 5_000
+BATCH = 256
+_XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+MAX_WAITING_SUBSCRIBERS = 512
+
+
+class RedisTaskEventStream(TaskEventStream):
+    """Each task's events, in order, from its Redis Stream."""
+
+    def __init__(self, store: RedisTaskStore, *, block_ms: int = BLOCK_MS) -> None:
+        self._store = store
+        self._block_ms = block_ms
+        kwargs = dict(store.redis.connection_pool.connection_kwargs)
+        kwargs["socket_timeout"] = None  # a blocked XREAD is not a stuck socket
+        self._reader = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool(
+                connection_class=store.redis.connection_pool.connection_class,
+                max_connections=MAX_WAITING_SUBSCRIBERS,
+                **kwargs,
+            )
+        )
+
+    async def publish(self, task_id: str, event: VersionedEvent) -> None:
+        """Nothing to do: the store logged the event with the write that produced it."""
+        del task_id, event
+
+    async def subscribe(
+        self, task_id: str, *, after: TaskVersion
+    ) -> AsyncGenerator[VersionedEvent, None]:
+        """Events of ``task_id`` after version ``after``, live, until the task is gone."""
+        key = self._store.keys.task_events(self._store.agent, task_id)
+        cursor = f"0-{version_number(after)}"
+        while True:
+            reply = cast(
+                _XReadReply,
+                await self._reader.xread({key: cursor}, count=BATCH, block=self._block_ms),
+            )
+            if not reply:
+                if not await self._still_running(task_id):
+                    return
+                continue
+            for _stream, entries in reply:
+                for entry_id, fields in entries:
+                    cursor = text(entry_id)
+                    response = StreamResponse.FromString(fields[b"e"])
+                    seq = int(cursor.split("-", 1)[1])
+                    yield VersionedEvent(event=_event(response), version=TaskVersion(seq))
+
+    async def _still_running(self, task_id: str) -> bool:
+        """False when the task is gone; an orphaned task is failed (its event follows)."""
+        key = self._store.keys.task(self._store.agent, task_id)
+        if not await self._store.redis.exists(key):
+            return False
+        await self._store.fail_orphan(task_id)
+        return True
+
+    async def destroy(self, task_id: str) -> None:
+        """Nothing to release: streams expire with their task."""
+        del task_id
+
+    async def aclose(self) -> None:
+        """Close the subscribers' connection pool."""
+        await self._reader.aclose()
+
+
+class ResumableRequestHandler(DefaultRequestHandler):
+    """The SDK's request handler, with SubscribeToTask resuming after a client's cursor."""
+
+    def __init__(
+        self,
+        executor: AgentExecutor,
+        task_store: RedisTaskStore,
+        card: AgentCard,
+        *,
+        event_stream: RedisTaskEventStream,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(executor, task_store, card, event_stream=event_stream, **kwargs)
+        self._events = event_stream
+
+    @validate_request_params
+    @validate(
+        lambda self: self._agent_card.capabilities.streaming,
+        "Streaming is not supported by the agent",
+    )
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """With a resume cursor: exactly the events after it; otherwise as the spec says."""
+        try:
+            cursor = requested_cursor(context.requested_extensions, _headers(context))
+        except ValueError as exc:
+            raise InvalidParamsError(message=str(exc)) from None
+        if cursor is None:
+            async for event in super().on_subscribe_to_task(params, context):
+                yield event
+            return
+        stored = await self._versioned_store.get(params.id, context)
+        if stored is None:
+            raise TaskNotFoundError
+        finished = stored.task.status.state in TERMINAL_STATES
+        if finished and version_number(stored.version) <= cursor:
+            return  # finished, and the client has seen everything
+        after = TaskVersion(cursor) if cursor else TaskVersion.MISSING
+        async for versioned in self._events.subscribe(params.id, after=after):
+            yield versioned.event
+            if is_final(to_stream_response(versioned.event)):
+                return
+
+
+def _headers(context: ServerCallContext) -> Mapping[str, Any]:
+    """The request's HTTP headers or gRPC metadata."""
+    headers = context.state.get("headers")
+    if isinstance(headers, Mapping):
+        return headers
+    grpc_context = context.state.get("grpc_context")
+    if grpc_context is not None:
+        return dict(grpc_context.invocation_metadata() or ())
+    return {}
+
+
+def _event(response: StreamResponse) -> Event:
+    kind = response.WhichOneof("payload")
+    if kind == "task":
+        return response.task
+    if kind == "message":
+        return response.message
+    if kind == "status_update":
+        return response.status_update
+    if kind == "artifact_update":
+        return response.artifact_update
+    raise ValueError(f"stream entry without a payload: {kind!r}")
