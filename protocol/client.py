@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 import httpx
-from a2a.client import Client, ClientConfig, create_client
+from a2a.client import Client, ClientCallContext, ClientConfig, create_client
 from a2a.client.errors import A2AClientTimeoutError
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
 from a2a.server.tasks.task_manager import append_artifact_to_task
@@ -25,6 +25,7 @@ from a2a.types import (
     Role,
     SendMessageRequest,
     StreamResponse,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
@@ -32,12 +33,17 @@ from google.protobuf.struct_pb2 import Struct
 from pydantic import BaseModel
 
 from protocol.cards import SKILL_METADATA_KEY
-from protocol.streams import TERMINAL_STATES
+from protocol.streams import SETTLED_STATES, TERMINAL_STATES, event_sequence, resume_parameters
 
 log = logging.getLogger(__name__)
 A2A_VERSION_HEADER = "A2A-Version"
 
 UpdateCallback = Callable[[StreamResponse, Task], Awaitable[None]]
+#: Where to resume a broken-off stream: a client of the same agent (maybe another replica).
+Reconnect = Callable[[], Awaitable[Client]]
+#: How many times one call resumes its stream, and the first pause between attempts.
+RESUME_ATTEMPTS = 6
+RESUME_BACKOFF_S = 0.1
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -118,6 +124,7 @@ async def call_skill(
     result: None = None,
     context_id: str | None = None,
     on_update: UpdateCallback | None = None,
+    reconnect: Reconnect | None = None,
 ) -> Task: ...
 
 
@@ -130,6 +137,7 @@ async def call_skill(
     result: type[M],
     context_id: str | None = None,
     on_update: UpdateCallback | None = None,
+    reconnect: Reconnect | None = None,
 ) -> M: ...
 
 
@@ -141,25 +149,53 @@ async def call_skill(
     result: type[M] | None = None,
     context_id: str | None = None,
     on_update: UpdateCallback | None = None,
+    reconnect: Reconnect | None = None,
 ) -> Task | M:
     """Send a skill request, follow its stream, and return the completed task.
 
     With ``result=Model`` the last data artifact is returned parsed as ``Model`` instead.
     Raises :class:`SkillFailed` when the task fails, is canceled or rejected. When the
     caller is cancelled mid-call, the remote task is cancelled too.
+
+    A stream that breaks off (connection lost, replica gone) is resumed with SubscribeToTask
+    and the resume cursor (:mod:`protocol.streams`), through ``reconnect()`` when given (e.g.
+    another replica of the agent): each event reaches ``on_update`` exactly once.
     """
     task: Task | None = None
-    try:
-        async for event in client.send_message(
-            skill_message(skill, payload, context_id=context_id)
-        ):
-            task = _apply(task, event)
-            if on_update is not None and task is not None:
-                await on_update(event, task)
-    except asyncio.CancelledError:
-        if task is not None and task.id and task.status.state not in TERMINAL_STATES:
-            await _cancel_quietly(client, task.id)
-        raise
+    cursor = 0
+    failures = 0  # resumes in a row that brought nothing new
+    stream = client.send_message(skill_message(skill, payload, context_id=context_id))
+    while True:
+        progressed = False
+        try:
+            async for event in stream:
+                seq = event_sequence(event)
+                if seq is not None:
+                    if seq <= cursor:
+                        continue  # already seen before the stream was resumed
+                    cursor = seq
+                progressed = True
+                task = _apply(task, event)
+                if on_update is not None and task is not None:
+                    await on_update(event, task)
+        except asyncio.CancelledError:
+            if task is not None and task.id and task.status.state not in TERMINAL_STATES:
+                await _cancel_quietly(client, task.id)
+            raise
+        except Exception as exc:
+            failures = 0 if progressed else failures + 1
+            if task is None or not task.id or not is_unreachable(exc) or failures > RESUME_ATTEMPTS:
+                raise
+            log.info("stream of task %s broke off (%s); resuming after %d", task.id, exc, cursor)
+        if task is None or task.status.state in SETTLED_STATES:
+            break
+        await asyncio.sleep(min(RESUME_BACKOFF_S * 2**failures, 2.0))
+        if reconnect is not None:
+            client = await reconnect()
+        stream = client.subscribe(
+            SubscribeToTaskRequest(id=task.id),
+            context=ClientCallContext(service_parameters=resume_parameters(cursor)),
+        )
     if task is None:
         raise RuntimeError(f"skill {skill!r} answered with no task")
     if task.status.state != TaskState.TASK_STATE_COMPLETED:

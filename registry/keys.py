@@ -27,8 +27,9 @@ key                                        type    holds
 ``{p}:a2a:{agent}:events:{task}``          stream  the task's events, entry id ``0-<version>``,
                                                    field ``e`` (StreamResponse bytes)
 ``{p}:a2a:{agent}:runner:{id}``            string  present while process ``id`` runs tasks
+``{p}:a2a:{agent}:cancels``                pubsub  cancelled task ids, for the replica running them
 ``{p}:a2a:{agent}:tasks:{owner}``          zset    task ids by last update (ms)
-``{p}:a2a:{agent}:push:{task}``           hash    push notification configs of a task:
+``{p}:a2a:{agent}:push:{task}``            hash    push notification configs of a task:
                                                    JSON ``[owner, config id]`` -> config
                                                    (protobuf bytes); expires with the task
 ``{p}:vec:{space}:{sha1}``                 string  a text's embedding (float32 bytes), shared by
@@ -105,6 +106,10 @@ class RedisKeys:
     def task_events(self, agent: str, task_id: str) -> str:
         """The Redis Stream of one task's events; entry ids are ``0-<sequence>``."""
         return f"{self.prefix}:a2a:{agent}:events:{task_id}"
+
+    def task_cancels(self, agent: str) -> str:
+        """Pub/sub channel: ``{task, owner}`` of each cancelled task, for the replica running it."""
+        return f"{self.prefix}:a2a:{agent}:cancels"
 
     def task_runner(self, agent: str, runner_id: str) -> str:
         """Present while the process ``runner_id`` is alive to run this agent's tasks."""

@@ -84,15 +84,16 @@ async def test_intermediate_writes_are_coalesced_into_one_and_keep_every_event(
 ) -> None:
     task = _task("t2", TaskState.TASK_STATE_WORKING)
     v = await store.save(task, event=task, prev_version=M, context=CTX)
+    assert await redis.hget(keys.task("tester", "t2"), "v") == b"1", "a new task is stored at once"
     for word in ("one", "two", "three"):
         v = await store.save(task, event=_chunk(task, word), prev_version=v, context=CTX)
-    assert await redis.exists(keys.task("tester", "t2")) == 0, "nothing written yet"
+    assert await redis.hget(keys.task("tester", "t2"), "v") == b"1", "updates wait to be coalesced"
     local = await store.get("t2", CTX)
     assert local is not None
     assert local.version == v
 
     async def landed() -> bool:
-        return bool(await redis.exists(keys.task("tester", "t2")))
+        return bool(await redis.hget(keys.task("tester", "t2"), "v") == b"4")
 
     await wait_for(landed, 5, "the coalesced write landed")
     entries = await redis.xrange(keys.task_events("tester", "t2")) or []

@@ -144,9 +144,30 @@ class Peers:
         """Call ``skill`` on ``record`` (default: the best instance offering it)."""
         record = record or await self.find(skill)
         client = await self.client(record)
+        bound = record
+
+        async def reconnect() -> Client:
+            return await self.client(await self._replica(bound, skill))
+
         return await call_skill(
-            client, skill, payload, result=result, context_id=context_id, on_update=on_update
+            client,
+            skill,
+            payload,
+            result=result,
+            context_id=context_id,
+            on_update=on_update,
+            reconnect=reconnect,
         )
+
+    async def _replica(self, record: AgentRecord, skill: str) -> AgentRecord:
+        """Where to resume a task of ``record``: another healthy replica, else itself."""
+        try:
+            records = await self.directory.discover(skill)
+        except RegistryError:
+            return record
+        replicas = [r for r in records if r.name == record.name]
+        others = [r for r in replicas if r.id != record.id]
+        return (others or replicas or [record])[0]
 
     @contextlib.asynccontextmanager
     async def session(

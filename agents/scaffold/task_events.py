@@ -12,21 +12,26 @@ extension (:mod:`protocol.streams`): SubscribeToTask with a cursor is served fro
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from a2a.auth.user import User
 from a2a.server.agent_execution import AgentExecutor
 from a2a.server.cluster import TaskEventStream, TaskVersion, VersionedEvent
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.request_handler import validate, validate_request_params
-from a2a.types import AgentCard, StreamResponse, SubscribeToTaskRequest
+from a2a.types import AgentCard, CancelTaskRequest, StreamResponse, SubscribeToTaskRequest, Task
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 from a2a.utils.proto_utils import to_stream_response
+from redis.exceptions import RedisError
 
-from agents.scaffold.task_store import RedisTaskStore, version_number
+from agents.scaffold.task_store import ANONYMOUS, RedisTaskStore, version_number
 from protocol.streams import TERMINAL_STATES, is_final, requested_cursor
 from registry.redisio import text
 
@@ -35,6 +40,7 @@ BLOCK_MS = 5_000
 BATCH = 256
 _XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 MAX_WAITING_SUBSCRIBERS = 512
+log = logging.getLogger(__name__)
 
 
 class RedisTaskEventStream(TaskEventStream):
@@ -91,6 +97,11 @@ class RedisTaskEventStream(TaskEventStream):
         """Nothing to release: streams expire with their task."""
         del task_id
 
+    @property
+    def reader(self) -> aioredis.Redis:
+        """The client of blocking reads (XREAD, pub/sub), apart from the agent's own pool."""
+        return self._reader
+
     async def aclose(self) -> None:
         """Close the subscribers' connection pool."""
         await self._reader.aclose()
@@ -110,6 +121,50 @@ class ResumableRequestHandler(DefaultRequestHandler):
     ) -> None:
         super().__init__(executor, task_store, card, event_stream=event_stream, **kwargs)
         self._events = event_stream
+        self._store = task_store
+        self._channel = task_store.keys.task_cancels(task_store.agent)
+
+    async def on_cancel_task(
+        self, params: CancelTaskRequest, context: ServerCallContext
+    ) -> Task | None:
+        """Cancel, and tell the replica running the task to stop it (it may be another)."""
+        task: Task | None = await super().on_cancel_task(params, context)
+        owner = self._store.owner_of(context)
+        message = json.dumps({"task": params.id, "owner": owner})
+        try:
+            await self._store.redis.publish(self._channel, message)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "could not announce a cancel", extra={"task_id": params.id, "error": str(exc)}
+            )
+        return task
+
+    async def stop_cancelled_tasks(self) -> None:
+        """Run until cancelled: stop tasks running here that another replica cancelled."""
+        while True:
+            try:
+                async with self._events.reader.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self._stop_if_running(json.loads(message["data"]))
+            except (RedisError, OSError) as exc:
+                log.warning("cancel channel lost; resubscribing", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+
+    async def _stop_if_running(self, cancelled: dict[str, str]) -> None:
+        active = await self._active_task_registry.get(cancelled["task"])
+        if active is None or active.is_finished:
+            return
+        log.info(
+            "stopping a task cancelled on another replica", extra={"task_id": cancelled["task"]}
+        )
+        try:
+            await active.cancel(owner_context(cancelled["owner"]))
+        except Exception as exc:  # already over, or the stop raced the task's own end
+            log.info(
+                "cancelled task ended", extra={"task_id": cancelled["task"], "error": str(exc)}
+            )
 
     @validate_request_params
     @validate(
@@ -139,6 +194,26 @@ class ResumableRequestHandler(DefaultRequestHandler):
             yield versioned.event
             if is_final(to_stream_response(versioned.event)):
                 return
+
+
+class _Owner(User):
+    """The user a task belongs to, to act on it on its owner's behalf."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def user_name(self) -> str:
+        return self._name
+
+
+def owner_context(owner: str) -> ServerCallContext:
+    """A call context that the store resolves to ``owner``."""
+    return ServerCallContext() if owner == ANONYMOUS else ServerCallContext(user=_Owner(owner))
 
 
 def _headers(context: ServerCallContext) -> Mapping[str, Any]:

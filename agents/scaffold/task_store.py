@@ -9,7 +9,8 @@ a stale writer gets :class:`ConcurrentTaskModificationError`, never overwrites.
 
 Writes of a task this process runs are ordered and coalesced. Intermediate states (working,
 a streamed artifact chunk) wait up to ``COALESCE_S`` and land together in one script call;
-final and interrupted states are durable before ``save`` returns. A write that another
+a task's first write and its final and interrupted states are durable before ``save``
+returns. A write that another
 replica got in first (a cancel) is noticed at the coalesced flush and reported on the
 running task's next write, which is how the SDK learns to stop. Writes by a replica that
 does not run the task (cancel, declaring an orphan failed) advance the sequence by a whole
@@ -160,7 +161,8 @@ class RedisTaskStore(VersionedTaskStore):
     def agent(self) -> str:
         return self._agent
 
-    def _owner(self, context: ServerCallContext) -> str:
+    def owner_of(self, context: ServerCallContext) -> str:
+        """Whose tasks a call may see and change."""
         return self._owner_resolver(context) or ANONYMOUS
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -223,7 +225,7 @@ class RedisTaskStore(VersionedTaskStore):
     ) -> TaskVersion:
         """Write ``task`` (and log ``event``) if nobody else wrote since ``prev_version``."""
         del prev
-        owner = self._owner(context)
+        owner = self.owner_of(context)
         self._fresh.pop(task.id, None)
         if task.status.state == TaskState.TASK_STATE_CANCELED:
             return TaskVersion(await self._write_foreign(task, event, owner))
@@ -242,7 +244,8 @@ class RedisTaskStore(VersionedTaskStore):
         slot.task = Task()
         slot.task.CopyFrom(task)
         slot.version = version
-        if task.status.state in SETTLED_STATES:
+        if base == 0 or task.status.state in SETTLED_STATES:
+            # A new task is stored at once: a client that heard of it may ask any replica.
             if slot.timer is not None:
                 slot.timer.cancel()
                 slot.timer = None
@@ -393,7 +396,7 @@ class RedisTaskStore(VersionedTaskStore):
 
     async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
         """The task with its version, or None if unknown (or owned by someone else)."""
-        owner = self._owner(context)
+        owner = self.owner_of(context)
         slot = self._slots.get(task_id)
         if slot is not None and not slot.conflicted:
             if slot.owner != owner:
@@ -412,7 +415,7 @@ class RedisTaskStore(VersionedTaskStore):
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         """Tasks of the caller, newest update first, filtered and paginated like the SDK's."""
-        owner = self._owner(context)
+        owner = self.owner_of(context)
         index = self._keys.task_index(self._agent, owner)
         ids = [text(i) for i in await self._redis.zrevrange(index, 0, -1)]
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -460,7 +463,7 @@ class RedisTaskStore(VersionedTaskStore):
 
     async def delete(self, task_id: str, context: ServerCallContext) -> None:
         """Delete a task and its events; deleting an unknown task does nothing."""
-        owner = self._owner(context)
+        owner = self.owner_of(context)
         slot = self._slots.get(task_id)
         if slot is not None and slot.owner == owner:
             self._drop(task_id)
