@@ -51,7 +51,11 @@ class Skill:
 
 @dataclass(frozen=True)
 class CardSpec:
-    """Everything that makes an agent's card, except where it is served."""
+    """Everything that makes an agent's card, except where it is served.
+
+    ``primary_skill`` takes requests that name no skill (generic A2A clients send plain text
+    and no metadata); unset, an agent with one skill routes them there, others reject them.
+    """
 
     name: str
     description: str
@@ -60,6 +64,19 @@ class CardSpec:
     capacity: int = 8
     streaming: bool = True
     extra_extensions: Sequence[AgentExtension] = field(default_factory=tuple)
+    primary_skill: str | None = None
+
+    def __post_init__(self) -> None:
+        ids = [skill.id for skill in self.skills]
+        if self.primary_skill is not None and self.primary_skill not in ids:
+            raise CardError(f"primary_skill {self.primary_skill!r} is not one of: {ids}")
+
+    @property
+    def default_skill(self) -> str | None:
+        """Where a request naming no skill goes: the primary skill, or the only one."""
+        if self.primary_skill is not None:
+            return self.primary_skill
+        return self.skills[0].id if len(self.skills) == 1 else None
 
 
 class CardError(ValueError):
@@ -168,6 +185,21 @@ def card_base_url(card: AgentCard) -> str:
 def skill_ids(card: AgentCard) -> list[str]:
     """The ids of the card's skills, in card order."""
     return [skill.id for skill in card.skills]
+
+
+def accepted_input_modes(card: AgentCard, skill_id: str | None) -> frozenset[str]:
+    """Media types ``skill_id`` takes: its own modes, else the card's defaults.
+
+    For a skill the card does not list, every mode any skill takes (the SDK's union).
+    Empty means nothing is declared, which accepts anything.
+    """
+    for skill in card.skills:
+        if skill.id == skill_id:
+            return frozenset(skill.input_modes or card.default_input_modes)
+    modes = set(card.default_input_modes)
+    for skill in card.skills:
+        modes.update(skill.input_modes)
+    return frozenset(modes)
 
 
 def validate_card(card: AgentCard) -> None:

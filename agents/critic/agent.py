@@ -41,8 +41,11 @@ CARD = CardSpec(
             "coverage of the question; accept or revise with feedback.",
             tags=["verification", "grounding", "citations"],
             examples=['{"question": "...", "draft": {"text": "..."}, "passages": [...]}'],
+            input_modes=("application/json",),
+            output_modes=("application/json",),
         )
     ],
+    primary_skill="critique",
 )
 CRITIQUE_ARTIFACT = "critique"
 

@@ -23,7 +23,7 @@ from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import BadRequest, SkillCall, SkillError
 from agents.scaffold.settings import AgentSettings
 from protocol.cards import CardSpec, Skill
-from protocol.payloads import GenerateRequest, Generation, Usage
+from protocol.payloads import ChatMessage, GenerateRequest, Generation, Usage
 
 CARD = CardSpec(
     name="inference",
@@ -37,12 +37,23 @@ CARD = CardSpec(
             "streamed as a 'tokens' artifact, then a 'generation' artifact with the text and "
             "usage. Cancellable.",
             tags=["llm", "generation", "vllm", "streaming"],
-            examples=['{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 64}'],
+            examples=[
+                '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 64}',
+                "Hello",
+            ],
+            input_modes=("application/json", "text/plain"),
+            output_modes=("text/plain", "application/json"),
         )
     ],
+    primary_skill="generate",
 )
 TOKENS_ARTIFACT = "tokens"
 GENERATION_ARTIFACT = "generation"
+
+
+def generate_request(text: str) -> GenerateRequest:
+    """A plain text message is one user turn, generated with the default parameters."""
+    return GenerateRequest(messages=[ChatMessage(role="user", content=text)])
 
 
 class Inference:
@@ -101,7 +112,7 @@ class Inference:
         return body
 
     async def generate(self, call: SkillCall) -> None:
-        request = call.parse(GenerateRequest)
+        request = call.parse(GenerateRequest, from_text=generate_request)
         if not self.engine.ready:
             raise SkillError("the inference engine is starting (or restarting); retry shortly")
         body = self._body(request)

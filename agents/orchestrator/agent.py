@@ -56,14 +56,22 @@ CARD = CardSpec(
             "updates and the draft's tokens ('answer' artifacts).",
             tags=["question-answering", "rag", "citations"],
             examples=["What happens to a session when one of its agents dies?"],
+            input_modes=("application/json", "text/plain"),
+            output_modes=("application/json", "text/plain"),
         )
     ],
+    primary_skill="answer",
 )
 ROLES = {"retriever": "search", "writer": "write", "critic": "critique", "inference": "generate"}
 ANSWER_ARTIFACT = "answer"
 RESULT_ARTIFACT = "result"
 SNIPPET_CHARS = 240
 M = TypeVar("M", bound=BaseModel)
+
+
+def answer_request(text: str) -> AnswerRequest:
+    """A plain text message is the question, answered with the default settings."""
+    return AnswerRequest(question=text)
 
 
 class OrchestratorSettings(AgentSettings):
@@ -97,12 +105,7 @@ class Orchestrator:
         return self._peers
 
     async def answer(self, call: SkillCall) -> None:
-        data = call.data()
-        request = (
-            AnswerRequest(question=data)
-            if isinstance(data, str) and data.strip()
-            else call.parse(AnswerRequest)
-        )
+        request = call.parse(AnswerRequest, from_text=answer_request)
         if not request.question.strip():
             raise BadRequest("empty question: ask something the documents might answer")
         started = time.perf_counter()

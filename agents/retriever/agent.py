@@ -31,7 +31,9 @@ CARD = CardSpec(
                 "says so in a status update ({empty: true})."
             ),
             tags=["retrieval", "search", "hybrid"],
-            examples=['{"query": "session negotiation", "k": 5, "alpha": 0.5}'],
+            examples=['{"query": "session negotiation", "k": 5, "alpha": 0.5}', "queen bee"],
+            input_modes=("application/json", "text/plain"),
+            output_modes=("application/json",),
         ),
         Skill(
             id="ingest",
@@ -42,9 +44,17 @@ CARD = CardSpec(
             ),
             tags=["retrieval", "ingestion"],
             examples=['{"paths": ["docs/"], "collection": "default"}'],
+            input_modes=("application/json",),
+            output_modes=("application/json",),
         ),
     ],
+    primary_skill="search",
 )
+
+
+def search_request(text: str) -> SearchRequest:
+    """A plain text message searches for its words with the default settings."""
+    return SearchRequest(query=text)
 
 
 class Retriever:
@@ -70,7 +80,7 @@ class Retriever:
             self._library = None
 
     async def search(self, call: SkillCall) -> None:
-        request = call.parse(SearchRequest)
+        request = call.parse(SearchRequest, from_text=search_request)
         if not request.query.strip():
             raise BadRequest("empty query: give the words to search for")
         try:

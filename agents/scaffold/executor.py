@@ -1,27 +1,39 @@
 """Skill dispatch: one A2A executor that routes each request to its skill's handler.
 
-A request names its skill in the message metadata (``{"skill": "search"}``); an agent with
-a single skill also accepts requests that name none. Handlers receive a :class:`SkillCall`
+A request names its skill in the metadata (``{"skill": "search"}``, of the message or of the
+request); one that names none goes to the agent's default skill (its card's primary skill,
+or its only one) -- that is how a generic A2A client's plain text message is served.
+Before anything runs, every part whose media type the skill does not take is refused with
+ContentTypeNotSupported (:class:`SkillContextBuilder`). Handlers receive a :class:`SkillCall`
 and report through it: progress as status updates, results as artifacts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from a2a.helpers import get_data_parts, new_data_part, new_task_from_user_message, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.agent_execution import (
+    AgentExecutor,
+    RequestContext,
+    SimpleRequestContextBuilder,
+)
+from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
+from a2a.server.id_generator import IDGenerator
 from a2a.server.tasks import TaskUpdater
-from a2a.types import Message, Part, Role, Task, TaskState
+from a2a.types import AgentCard, Message, Part, Role, SendMessageRequest, Task, TaskState
+from a2a.utils.errors import ContentTypeNotSupportedError
+from google.protobuf import json_format
 from pydantic import BaseModel, ValidationError
 
 from agents.scaffold import metrics
-from protocol.cards import SKILL_METADATA_KEY
+from protocol.cards import SKILL_METADATA_KEY, accepted_input_modes
 from protocol.payloads import integral_numbers
 
 log = logging.getLogger(__name__)
@@ -63,21 +75,31 @@ class SkillCall:
             return integral_numbers(items[0])
         return self.context.get_user_input()
 
-    def parse(self, model: type[P]) -> P:
-        """The request's data part as ``model``; :class:`BadRequest` listing the problems."""
+    def parse(self, model: type[P], *, from_text: Callable[[str], P] | None = None) -> P:
+        """The request as ``model``: its data part, or its text through ``from_text``.
+
+        A skill that takes text passes the one small function turning text into its request
+        (``lambda text: SearchRequest(query=text)``); without it a text message is rejected
+        naming the data part the skill needs. :class:`BadRequest` lists any problems.
+        """
         data = self.data()
-        if not isinstance(data, dict):
-            raise BadRequest(
-                f"skill {self.skill!r} takes a JSON object ({model.__name__}) as a data part"
-            )
         try:
-            return model.model_validate(data)
+            if isinstance(data, str) and from_text is not None:
+                return from_text(data.strip())
+            if isinstance(data, dict):
+                return model.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
                 for err in exc.errors()
             )
             raise BadRequest(f"invalid {model.__name__}: {problems}") from exc
+        sent = "text" if isinstance(data, str) else f"a JSON {type(data).__name__}"
+        raise BadRequest(
+            f"skill {self.skill!r} takes a data part (application/json) holding "
+            f"{request_shape(model)}, not {sent}; name the skill in the message metadata "
+            f'{{"{SKILL_METADATA_KEY}": "{self.skill}"}}'
+        )
 
     async def progress(self, text: str, **data: Any) -> None:
         """Report progress as a working-state status update (text plus optional data)."""
@@ -112,22 +134,82 @@ class SkillCall:
 SkillHandler = Callable[[SkillCall], Awaitable[None]]
 
 
-class SkillExecutor(AgentExecutor):
-    """Routes requests to skill handlers, turning exceptions into failed tasks."""
+def request_shape(model: type[BaseModel]) -> str:
+    """``model``'s JSON shape in one line: required fields, optional ones, nested models."""
+    schema = model.model_json_schema()
+    defs: dict[str, Any] = schema.get("$defs", {})
 
-    def __init__(self, agent: str, handlers: Mapping[str, SkillHandler]) -> None:
+    def kind(prop: dict[str, Any]) -> str:
+        if "$ref" in prop:
+            return str(prop["$ref"]).rsplit("/", 1)[-1]
+        if "enum" in prop:
+            return " | ".join(json.dumps(value) for value in prop["enum"])
+        if "anyOf" in prop:
+            return " | ".join(kind(item) for item in prop["anyOf"])
+        if prop.get("type") == "array":
+            return f"[{kind(prop.get('items', {}))}, ...]"
+        return str(prop.get("type", "any"))
+
+    def required(of: dict[str, Any]) -> str:
+        props = of.get("properties", {})
+        return "{" + ", ".join(f'"{n}": {kind(props[n])}' for n in of.get("required", [])) + "}"
+
+    props = schema.get("properties", {})
+    needed = schema.get("required", [])
+    optional = [n for n in props if n not in needed]
+    article = "an" if model.__name__[0] in "AEIOU" else "a"
+    shape = f"{article} {model.__name__} {required(schema)}"
+    if optional:
+        shape += f" (optional: {', '.join(optional)})"
+    cited = json.dumps([props[n] for n in needed])
+    nested = [n for n in defs if f'"#/$defs/{n}"' in cited]
+    return shape + "".join(f", {name} being {required(defs[name])}" for name in nested)
+
+
+def named_skill(metadata: Mapping[str, Any], message: Message | None) -> str | None:
+    """The skill a request names: in the request's metadata, else in its message's."""
+    named = metadata.get(SKILL_METADATA_KEY)
+    if named is None and message is not None and message.metadata:
+        named = dict(message.metadata).get(SKILL_METADATA_KEY)
+    return str(named) if named is not None else None
+
+
+class SkillExecutor(AgentExecutor):
+    """Routes requests to skill handlers, turning exceptions into failed tasks.
+
+    ``default_skill`` (the card's :attr:`~protocol.cards.CardSpec.default_skill`) serves
+    requests that name no skill.
+    """
+
+    def __init__(
+        self,
+        agent: str,
+        handlers: Mapping[str, SkillHandler],
+        *,
+        default_skill: str | None = None,
+    ) -> None:
+        if default_skill is not None and default_skill not in handlers:
+            raise ValueError(f"default skill {default_skill!r} has no handler")
         self.agent = agent
         self.handlers = dict(handlers)
+        self.default_skill = default_skill
         self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._running: dict[str, asyncio.Task[Any]] = {}
 
-    def _skill_of(self, context: RequestContext) -> str | None:
-        named = context.metadata.get(SKILL_METADATA_KEY)
-        if named is None and context.message is not None and context.message.metadata:
-            named = dict(context.message.metadata).get(SKILL_METADATA_KEY)
-        if named is None and len(self.handlers) == 1:
-            return next(iter(self.handlers))
-        return str(named) if named is not None else None
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no skill runs (at most ``timeout_s``); True if none is left running."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def skill_for(self, metadata: Mapping[str, Any], message: Message | None) -> str | None:
+        """The skill a request is for: the one it names, else the default skill."""
+        return named_skill(metadata, message) or self.default_skill
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Run the named skill's handler for one request."""
@@ -138,7 +220,7 @@ class SkillExecutor(AgentExecutor):
             task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
-        skill = self._skill_of(context)
+        skill = self.skill_for(context.metadata, context.message)
         if skill is None or skill not in self.handlers:
             known = ", ".join(sorted(self.handlers))
             reason = (
@@ -152,6 +234,7 @@ class SkillExecutor(AgentExecutor):
     async def _run(self, skill: str, call: SkillCall, task: Task) -> None:
         started = time.perf_counter()
         self.in_flight += 1
+        self._idle.clear()
         metrics.IN_FLIGHT.labels(self.agent).inc()
         outcome = "completed"
         try:
@@ -174,6 +257,8 @@ class SkillExecutor(AgentExecutor):
             await call.updater.failed(call.updater.new_agent_message([new_text_part(text)]))
         finally:
             self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
             metrics.IN_FLIGHT.labels(self.agent).dec()
             metrics.TASKS.labels(self.agent, skill, outcome).inc()
             metrics.TASK_SECONDS.labels(self.agent, skill).observe(time.perf_counter() - started)
@@ -191,3 +276,58 @@ class SkillExecutor(AgentExecutor):
                 parts=[new_text_part("canceled at the caller's request")],
             )
         )
+
+
+def check_media_types(message: Message, skill: str | None, card: AgentCard) -> None:
+    """Refuse (ContentTypeNotSupported) a part whose stated media type ``skill`` does not take.
+
+    The SDK's rule otherwise: a part stating no media type is not checked, and a card that
+    declares no modes takes anything. An unknown skill is checked against every skill's modes.
+    """
+    accepted = accepted_input_modes(card, skill)
+    for part in message.parts:
+        media_type = part.media_type.split(";")[0].strip().lower()
+        if accepted and media_type and media_type not in accepted:
+            refused = (
+                f"skill {skill!r} of {card.name} does not take {part.media_type}"
+                if skill in {s.id for s in card.skills}
+                else f"no skill of {card.name} takes {part.media_type}"
+            )
+            raise ContentTypeNotSupportedError(
+                message=f"{refused}; send one of: {', '.join(sorted(accepted))}"
+            )
+
+
+class SkillContextBuilder(SimpleRequestContextBuilder):
+    """Builds each request's context once its parts passed :func:`check_media_types`.
+
+    The SDK's own check (``validate_input_modes``) accepts a media type that any skill takes;
+    a request is served by one skill, so this checks the parts against that skill's modes,
+    before a task exists.
+    """
+
+    def __init__(
+        self,
+        executor: SkillExecutor,
+        card: AgentCard,
+        *,
+        task_id_generator: IDGenerator | None = None,
+    ) -> None:
+        super().__init__(task_id_generator=task_id_generator)
+        self._executor = executor
+        self._card = card
+
+    async def build(
+        self,
+        context: ServerCallContext,
+        params: SendMessageRequest | None = None,
+        task_id: str | None = None,
+        context_id: str | None = None,
+        task: Task | None = None,
+    ) -> RequestContext:
+        """Check the message's media types against its skill, then build as the SDK does."""
+        if params is not None:
+            metadata = json_format.MessageToDict(params.metadata)
+            skill = self._executor.skill_for(metadata, params.message)
+            check_media_types(params.message, skill, self._card)
+        return await super().build(context, params, task_id, context_id, task)

@@ -38,8 +38,11 @@ CARD = CardSpec(
             "model's tokens as an 'answer' artifact.",
             tags=["generation", "citations", "writing"],
             examples=['{"question": "...", "passages": [...], "mode": "generate"}'],
+            input_modes=("application/json",),
+            output_modes=("application/json", "text/plain"),
         )
     ],
+    primary_skill="write",
 )
 ANSWER_ARTIFACT = "answer"
 DRAFT_ARTIFACT = "draft"
