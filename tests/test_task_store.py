@@ -256,3 +256,13 @@ async def test_a_save_during_an_outage_lands_when_redis_returns(
     raw = await reader.hget(RedisKeys("outage").task("tester", "o1"), "t")
     assert raw is not None
     assert Task.FromString(raw).status.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_drain_waits_for_every_running_task_to_settle(store: RedisTaskStore) -> None:
+    task = _task("s1", TaskState.TASK_STATE_WORKING)
+    v = await store.save(task, event=task, prev_version=M, context=CTX)
+    assert not await store.drain(0.05), "a working task is not settled"
+    draining = asyncio.create_task(store.drain(5))
+    done = _task("s1", TaskState.TASK_STATE_COMPLETED)
+    await store.save(done, event=_status(done), prev_version=v, context=CTX)
+    assert await draining

@@ -146,6 +146,9 @@ class RedisTaskStore(VersionedTaskStore):
         self._owner_resolver = owner_resolver
         self._slots: dict[str, _Slot] = {}
         self._fresh: dict[str, float] = {}
+        self._unsettled: set[str] = set()
+        self._settled = asyncio.Event()
+        self._settled.set()
         self.runner_id = uuid.uuid4().hex
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -244,6 +247,7 @@ class RedisTaskStore(VersionedTaskStore):
         slot.task = Task()
         slot.task.CopyFrom(task)
         slot.version = version
+        self._note_state(task)
         if base == 0 or task.status.state in SETTLED_STATES:
             # A new task is stored at once: a client that heard of it may ask any replica.
             if slot.timer is not None:
@@ -379,7 +383,29 @@ class RedisTaskStore(VersionedTaskStore):
         log.warning("orphaned task failed", extra={"task_id": task_id, "runner": text(runner)})
         return True
 
+    def _note_state(self, task: Task) -> None:
+        if task.status.state in SETTLED_STATES:
+            self._unsettled.discard(task.id)
+        else:
+            self._unsettled.add(task.id)
+        if self._unsettled:
+            self._settled.clear()
+        else:
+            self._settled.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every task this process writes has settled; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._settled.wait()
+        except TimeoutError:
+            return False
+        return True
+
     def _drop(self, task_id: str) -> None:
+        self._unsettled.discard(task_id)
+        if not self._unsettled:
+            self._settled.set()
         slot = self._slots.pop(task_id, None)
         if slot is not None and slot.timer is not None:
             slot.timer.cancel()
