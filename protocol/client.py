@@ -11,7 +11,9 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
 
+import grpc
 import httpx
 from a2a.client import Client, ClientCallContext, ClientConfig, create_client
 from a2a.client.errors import A2AClientTimeoutError
@@ -29,6 +31,7 @@ from a2a.types import (
     Task,
     TaskState,
 )
+from a2a.utils.errors import TaskNotFoundError
 from google.protobuf.struct_pb2 import Struct
 from pydantic import BaseModel
 
@@ -37,6 +40,8 @@ from protocol.streams import SETTLED_STATES, TERMINAL_STATES, event_sequence, re
 
 log = logging.getLogger(__name__)
 A2A_VERSION_HEADER = "A2A-Version"
+#: Transports our client speaks, most preferred first.
+TRANSPORTS = ("JSONRPC", "HTTP+JSON", "GRPC")
 
 UpdateCallback = Callable[[StreamResponse, Task], Awaitable[None]]
 #: Where to resume a broken-off stream: a client of the same agent (maybe another replica).
@@ -77,15 +82,67 @@ def http_client(
 
 
 async def open_client(
-    agent: str | AgentCard, http: httpx.AsyncClient, *, streaming: bool = True
+    agent: str | AgentCard,
+    http: httpx.AsyncClient,
+    *,
+    streaming: bool = True,
+    transport: str | None = None,
 ) -> Client:
-    """An A2A client for an agent given by base URL (fetches its card) or by card."""
+    """An A2A client for an agent given by base URL (fetches its card) or by card.
+
+    It speaks JSON-RPC, else HTTP+JSON, else gRPC, whatever the card prefers; ``transport``
+    (``"JSONRPC"``, ``"HTTP+JSON"`` or ``"GRPC"``) insists on one. gRPC calls carry the
+    ``http`` client's Authorization header, and its timeout (unary calls; streams follow
+    their task).
+    """
     config = ClientConfig(
         streaming=streaming,
         httpx_client=http,
-        supported_protocol_bindings=["JSONRPC", "HTTP+JSON"],
+        supported_protocol_bindings=[transport] if transport else list(TRANSPORTS),
+        use_client_preference=True,
+        grpc_channel_factory=lambda url: grpc_channel(url, http),
     )
     return await create_client(agent, client_config=config)
+
+
+def grpc_channel(url: str, http: httpx.AsyncClient) -> grpc.aio.Channel:
+    """A gRPC channel to a card's ``http(s)://host:port`` interface URL."""
+    parts = urlsplit(url)
+    target = parts.netloc or url
+    defaults = _GrpcDefaults(
+        [(k.lower(), v) for k, v in http.headers.items() if k.lower() == "authorization"],
+        http.timeout.read,
+    )
+    if parts.scheme == "https":
+        return grpc.aio.secure_channel(
+            target, grpc.ssl_channel_credentials(), interceptors=[defaults]
+        )
+    return grpc.aio.insecure_channel(target, interceptors=[defaults])
+
+
+class _GrpcDefaults(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Adds metadata to every call, and a deadline to unary calls that have none."""
+
+    def __init__(self, metadata: list[tuple[str, str]], timeout_s: float | None) -> None:
+        self.metadata = metadata
+        self.timeout_s = timeout_s
+
+    def _details(
+        self, details: grpc.aio.ClientCallDetails, *, unary: bool
+    ) -> grpc.aio.ClientCallDetails:
+        metadata = [*(details.metadata or ()), *self.metadata]
+        timeout = details.timeout
+        if unary and timeout is None:
+            timeout = self.timeout_s
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details, unary=True), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details, unary=False), request)
 
 
 def skill_message(
@@ -184,7 +241,9 @@ async def call_skill(
             raise
         except Exception as exc:
             failures = 0 if progressed else failures + 1
-            if task is None or not task.id or not is_unreachable(exc) or failures > RESUME_ATTEMPTS:
+            # A task a moment old may not be stored yet where the resume lands: try again.
+            retry = is_unreachable(exc) or (task is not None and isinstance(exc, TaskNotFoundError))
+            if task is None or not task.id or not retry or failures > RESUME_ATTEMPTS:
                 raise
             log.info("stream of task %s broke off (%s); resuming after %d", task.id, exc, cursor)
         if task is None or task.status.state in SETTLED_STATES:

@@ -84,7 +84,11 @@ async def test_intermediate_writes_are_coalesced_into_one_and_keep_every_event(
 ) -> None:
     task = _task("t2", TaskState.TASK_STATE_WORKING)
     v = await store.save(task, event=task, prev_version=M, context=CTX)
-    assert await redis.hget(keys.task("tester", "t2"), "v") == b"1", "a new task is stored at once"
+
+    async def created() -> bool:
+        return bool(await redis.hget(keys.task("tester", "t2"), "v") == b"1")
+
+    await wait_for(created, 5, "a new task was stored straight away")
     for word in ("one", "two", "three"):
         v = await store.save(task, event=_chunk(task, word), prev_version=v, context=CTX)
     assert await redis.hget(keys.task("tester", "t2"), "v") == b"1", "updates wait to be coalesced"
@@ -116,7 +120,11 @@ async def test_a_cancel_on_another_replica_wins_over_the_running_replicas_pendin
 ) -> None:
     working = _task("t4", TaskState.TASK_STATE_WORKING)
     v = await store.save(working, event=working, prev_version=M, context=CTX)
-    await store.flush()
+
+    async def created() -> bool:
+        return bool(await redis.hget(keys.task("tester", "t4"), "v") == b"1")
+
+    await wait_for(created, 5, "the new task was stored")
     unstored = _chunk(working, "not yet stored")
     v = await store.save(working, event=unstored, prev_version=v, context=CTX)
     seen = await replica.get("t4", CTX)

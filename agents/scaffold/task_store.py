@@ -9,8 +9,8 @@ a stale writer gets :class:`ConcurrentTaskModificationError`, never overwrites.
 
 Writes of a task this process runs are ordered and coalesced. Intermediate states (working,
 a streamed artifact chunk) wait up to ``COALESCE_S`` and land together in one script call;
-a task's first write and its final and interrupted states are durable before ``save``
-returns. A write that another
+a task's first write is sent at once, without waiting; final and interrupted states are
+durable before ``save`` returns. A write that another
 replica got in first (a cancel) is noticed at the coalesced flush and reported on the
 running task's next write, which is how the SDK learns to stop. Writes by a replica that
 does not run the task (cancel, declaring an orphan failed) advance the sequence by a whole
@@ -248,8 +248,11 @@ class RedisTaskStore(VersionedTaskStore):
         slot.task.CopyFrom(task)
         slot.version = version
         self._note_state(task)
-        if base == 0 or task.status.state in SETTLED_STATES:
-            # A new task is stored at once: a client that heard of it may ask any replica.
+        if base == 0 and task.status.state not in SETTLED_STATES:
+            # A new task is stored straight away (not awaited): a client that hears of it may
+            # soon ask another replica about it.
+            slot.writer = asyncio.create_task(self._flush(task.id, slot))
+        elif task.status.state in SETTLED_STATES:
             if slot.timer is not None:
                 slot.timer.cancel()
                 slot.timer = None
