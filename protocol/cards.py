@@ -1,7 +1,8 @@
 """Agent cards on a2a-sdk 1.3 (protocol v1.0): building, reading and validating them.
 
-A card advertises JSON-RPC and HTTP+JSON interfaces, streaming, its skills (with tags and
-examples) and, through an A2A extension, how many concurrent sessions the instance accepts.
+A card advertises JSON-RPC, HTTP+JSON and gRPC interfaces (in that order: JSON-RPC is the
+preferred one), streaming, its skills (with tags, examples and input/output modes) and,
+through an A2A extension, how many concurrent sessions the instance accepts.
 """
 
 from __future__ import annotations
@@ -83,9 +84,19 @@ class CardError(ValueError):
     """A card that cannot be used; the message says what is wrong."""
 
 
-def build_agent_card(spec: CardSpec, base_url: str, *, require_token: bool = False) -> AgentCard:
-    """Build the card an agent serves at ``base_url`` + ``/.well-known/agent-card.json``."""
+def build_agent_card(
+    spec: CardSpec, base_url: str, *, grpc_url: str | None = None, require_token: bool = False
+) -> AgentCard:
+    """Build the card an agent serves at ``base_url`` + ``/.well-known/agent-card.json``.
+
+    ``grpc_url`` (``http://host:port`` of its gRPC server) adds the GRPC interface.
+    """
     base = base_url.rstrip("/")
+    grpc = (
+        [AgentInterface(url=grpc_url, protocol_binding="GRPC", protocol_version=PROTOCOL_VERSION)]
+        if grpc_url
+        else []
+    )
     capacity = Struct()
     capacity.update({"max_sessions": spec.capacity})
     card = AgentCard(
@@ -104,6 +115,7 @@ def build_agent_card(spec: CardSpec, base_url: str, *, require_token: bool = Fal
                 protocol_binding="HTTP+JSON",
                 protocol_version=PROTOCOL_VERSION,
             ),
+            *grpc,
         ],
         capabilities=AgentCapabilities(
             streaming=spec.streaming,
@@ -175,10 +187,11 @@ def card_capacity(card: AgentCard) -> int:
 
 
 def card_base_url(card: AgentCard) -> str:
-    """Scheme, host and port the agent is served at (from its first interface)."""
-    if not card.supported_interfaces:
-        raise CardError("the card has no supported_interfaces")
-    parts = urlsplit(card.supported_interfaces[0].url)
+    """Scheme, host and port the agent's HTTP is served at (from its first HTTP interface)."""
+    http = [i for i in card.supported_interfaces if i.protocol_binding != "GRPC"]
+    if not http:
+        raise CardError("the card has no JSONRPC or HTTP+JSON interface")
+    parts = urlsplit(http[0].url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -221,15 +234,19 @@ def validate_card(card: AgentCard) -> None:
         seen.add(skill.id)
     if not card.supported_interfaces:
         raise CardError("card.supported_interfaces is empty")
-    netlocs = set()
+    hosts, http_netlocs = set(), set()
     for interface in card.supported_interfaces:
         parts = urlsplit(interface.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CardError(f"interface url {interface.url!r} is not an http(s) URL")
         if interface.protocol_binding not in ("JSONRPC", "HTTP+JSON", "GRPC"):
             raise CardError(f"unknown protocol_binding {interface.protocol_binding!r}")
-        netlocs.add(parts.netloc)
-    if len(netlocs) != 1:
-        raise CardError("all interfaces of one instance must share one host:port")
+        hosts.add(parts.hostname)
+        if interface.protocol_binding != "GRPC":  # gRPC has a port of its own
+            http_netlocs.add(parts.netloc)
+    if len(hosts) != 1 or len(http_netlocs) > 1:
+        raise CardError(
+            "all interfaces of one instance must share one host, and its HTTP ones one port"
+        )
     if card_capacity(card) < 1:
         raise CardError("capacity (max_sessions) must be at least 1")
