@@ -9,14 +9,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import socket
 from collections.abc import AsyncIterator, Callable, Collection
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import uvicorn
+from a2a.server.routes import create_agent_card_routes
+from a2a.types import AgentCard
 from fastapi import HTTPException
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from protocol.cards import CARD_PATH
+
+#: How long clients and proxies may reuse a card without asking again.
+CARD_CACHE_CONTROL = "public, max-age=60"
+#: The HTTP status of each A2A error over HTTP+JSON, by its ErrorInfo reason: the table of
+#: A2A v1.0 section 5.4 for the A2A errors, 400/404/500 for the JSON-RPC-style ones.
+A2A_HTTP_STATUS: dict[str, int] = {
+    "TASK_NOT_FOUND": 404,
+    "TASK_NOT_CANCELABLE": 409,
+    "PUSH_NOTIFICATION_NOT_SUPPORTED": 400,
+    "UNSUPPORTED_OPERATION": 400,
+    "CONTENT_TYPE_NOT_SUPPORTED": 415,
+    "INVALID_AGENT_RESPONSE": 502,
+    "EXTENDED_AGENT_CARD_NOT_CONFIGURED": 400,
+    "EXTENSION_SUPPORT_REQUIRED": 400,
+    "VERSION_NOT_SUPPORTED": 400,
+    "INVALID_PARAMS": 400,
+    "INVALID_REQUEST": 400,
+    "METHOD_NOT_FOUND": 404,
+    "INTERNAL_ERROR": 500,
+}
 
 
 class BodyLimitMiddleware:
@@ -91,6 +120,93 @@ class BearerAuthMiddleware:
         if path in self.open_paths:
             return False
         return self.protects(method, path) if self.protects is not None else True
+
+
+class A2AErrorStatusMiddleware:
+    """Gives every A2A error answered under ``prefix`` (HTTP+JSON) its status from
+    :data:`A2A_HTTP_STATUS`, in the status line and in the body's ``error.code``.
+
+    a2a-sdk 1.3 answers 400 for TaskNotCancelable (the spec: 409) and ContentTypeNotSupported
+    (415), and 500 for InvalidAgentResponse (502). Only error responses are looked at.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        body = bytearray()
+
+        async def restatus(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message  # held until the body says which error this is
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            status, content = _a2a_status(start["status"], bytes(body))
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(content)).encode()))
+            await send({**start, "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+
+        await self.app(scope, receive, restatus)
+
+
+def _a2a_status(status: int, body: bytes) -> tuple[int, bytes]:
+    """The status (and body) an error response should have by its A2A reason."""
+    try:
+        payload = json.loads(body)
+        error = payload["error"]
+        reasons = [d.get("reason") for d in error.get("details", ()) if isinstance(d, dict)]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return status, body
+    wanted = next((A2A_HTTP_STATUS[r] for r in reasons if r in A2A_HTTP_STATUS), status)
+    if wanted == status:
+        return status, body
+    error["code"] = wanted
+    return wanted, json.dumps(payload).encode()
+
+
+def card_routes(card: AgentCard, *, cache_control: str = CARD_CACHE_CONTROL) -> list[Route]:
+    """The route serving ``card``: the SDK's (ETag, 304 on If-None-Match, Cache-Control)
+    plus ``Last-Modified`` (now: when the card was built) and 304 on If-Modified-Since."""
+    built = datetime.now(UTC).replace(microsecond=0)
+    last_modified = format_datetime(built, usegmt=True)
+    [sdk_route] = create_agent_card_routes(card, card_url=CARD_PATH, cache_control=cache_control)
+    serve_card = sdk_route.endpoint
+
+    async def endpoint(request: Request) -> Response:
+        response: Response = await serve_card(request)
+        response.headers["Last-Modified"] = last_modified
+        # If-None-Match, when sent, decides alone (RFC 9110 13.1.3).
+        since = request.headers.get("if-modified-since")
+        fresh = since is not None and "if-none-match" not in request.headers
+        if response.status_code == 200 and fresh and _not_modified(str(since), built):
+            kept = {k: v for k, v in response.headers.items() if k != "content-length"}
+            return Response(status_code=304, headers=kept)
+        return response
+
+    return [Route(CARD_PATH, endpoint, methods=["GET"])]
+
+
+def _not_modified(since: str, modified: datetime) -> bool:
+    """Whether ``modified`` is no later than an If-Modified-Since date (invalid: ignored)."""
+    try:
+        date = parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=UTC)
+    return modified <= date
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
