@@ -54,6 +54,22 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _interrupt_on_signals() -> None:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt, whatever this process inherited.
+
+    A shell starts background jobs with SIGINT ignored, and Python then installs no handler
+    of its own: without this, ``scriptorium up &`` would not stop on SIGINT.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_interrupt)
+
+
+def _ignore_signals() -> None:
+    """Let a stop that has begun finish: a second Ctrl-C must not leave processes behind."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def agents_table(records: list[dict[str, Any]]) -> Table:
     """A Rich table of registry records."""
     table = Table(title="Scriptorium agents", expand=False)
@@ -92,7 +108,7 @@ def up(
     configure_logging(as_json=False)
     settings = _settings(base_port, data_dir)
     stack = Stack(settings, agents=[a.strip() for a in agents.split(",") if a.strip()])
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _interrupt_on_signals()
     try:
         stack.start()
         console.print(f"registry: {stack.registry_url}   redis: {stack.redis_url}")
@@ -110,6 +126,7 @@ def up(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     finally:
+        _ignore_signals()
         stack.stop()
         console.print("stopped; nothing left running.")
 
@@ -211,6 +228,10 @@ def registry(
 def agent(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(AGENT_NAMES)}.")],
     port: Annotated[int | None, typer.Option(help="Port (0 picks a free one).")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="gRPC port (default SCRIPTORIUM_GRPC_PORT, else a free one)."),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(help="inference: prepared model name, model folder or HF id (GPU)."),
@@ -234,7 +255,7 @@ def agent(
     if inference_url:
         os.environ["SCRIPTORIUM_INFERENCE_URL"] = inference_url
     try:
-        run_agent(name, settings.port_of(name) if port is None else port)
+        run_agent(name, settings.port_of(name) if port is None else port, grpc_port=grpc_port)
     except ModelError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc

@@ -45,9 +45,10 @@ def load_agent(name: str, settings: AgentSettings) -> AgentParts:
     return parts
 
 
-def run_agent(name: str, port: int) -> None:
-    """Serve one agent in this process until interrupted."""
-    settings = AgentSettings()
+def run_agent(name: str, port: int, *, grpc_port: int | None = None) -> None:
+    """Serve one agent (HTTP on ``port``, gRPC on ``grpc_port`` or the setting, else a free
+    port) in this process until interrupted."""
+    settings = AgentSettings() if grpc_port is None else AgentSettings(grpc_port=grpc_port)
     asyncio.run(serve_agent(load_agent(name, settings), settings, port=port))
 
 
