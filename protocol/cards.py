@@ -26,6 +26,8 @@ from a2a.types import (
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 
+from protocol.streams import resume_extension
+
 PROTOCOL_VERSION = "1.0"
 JSONRPC_PATH = "/a2a/jsonrpc"
 REST_PATH = "/a2a/rest"
@@ -119,7 +121,7 @@ def build_agent_card(
         ],
         capabilities=AgentCapabilities(
             streaming=spec.streaming,
-            push_notifications=False,
+            push_notifications=True,
             extensions=[
                 AgentExtension(
                     uri=CAPACITY_EXTENSION,
@@ -127,6 +129,7 @@ def build_agent_card(
                     required=False,
                     params=capacity,
                 ),
+                resume_extension(),
                 *spec.extra_extensions,
             ],
         ),

@@ -36,7 +36,7 @@ class DroppingTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
         is_stream = response.headers.get("content-type", "").startswith("text/event-stream")
-        if is_stream and self.remaining > 0:
+        if is_stream and self.remaining > 0 and isinstance(response.stream, httpx.AsyncByteStream):
             self.remaining -= 1
             cut = self._rng.randint(1, self._max_chunks)
             response.stream = _CutStream(response.stream, cut, self)

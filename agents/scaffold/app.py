@@ -1,8 +1,9 @@
 """The agent scaffold: one function builds an A2A server from a card spec and skill handlers.
 
 Every agent gets the same surface: the card at ``/.well-known/agent-card.json``, JSON-RPC at
-``/a2a/jsonrpc``, HTTP+JSON at ``/a2a/rest``, ``/healthz`` and ``/metrics``; a Redis-backed
-task store; and self-registration with heartbeats for as long as it runs.
+``/a2a/jsonrpc``, HTTP+JSON at ``/a2a/rest``, gRPC on a port of its own, ``/healthz`` and
+``/metrics``; a Redis-backed task store; and self-registration with heartbeats for as long
+as it runs.
 """
 
 from __future__ import annotations
@@ -17,11 +18,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import uvicorn
-from a2a.server.agent_execution import SimpleRequestContextBuilder
-from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import (
     add_a2a_routes_to_fastapi,
-    create_agent_card_routes,
     create_jsonrpc_routes,
     create_rest_routes,
 )
@@ -32,12 +30,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.routing import BaseRoute
 
-from agents.scaffold.executor import SkillExecutor, SkillHandler
+from agents.scaffold.executor import SkillContextBuilder, SkillExecutor, SkillHandler
+from agents.scaffold.grpc_server import GrpcEndpoint
 from agents.scaffold.presence import Presence
+from agents.scaffold.push import PushParts, push_parts
 from agents.scaffold.settings import AgentSettings
+from agents.scaffold.task_events import RedisTaskEventStream, ResumableRequestHandler
 from agents.scaffold.task_store import RedisTaskStore
 from protocol.cards import CARD_PATH, JSONRPC_PATH, REST_PATH, CardSpec, build_agent_card
-from protocol.http import BearerAuthMiddleware, BodyLimitMiddleware, bind_socket
+from protocol.http import (
+    A2AErrorStatusMiddleware,
+    BearerAuthMiddleware,
+    BodyLimitMiddleware,
+    bind_socket,
+    card_routes,
+)
 from registry.keys import RedisKeys
 from registry.redisio import redis_client
 from registry.registry import Registry
@@ -79,12 +86,23 @@ def create_agent_app(
     spec = parts.card
     if settings.capacity is not None:
         spec = CardSpec(**{**spec.__dict__, "capacity": settings.capacity})
-    card = build_agent_card(spec, base_url, require_token=settings.token is not None)
+    grpc_endpoint = GrpcEndpoint(settings)  # reserves its port, named in the card
+    card = build_agent_card(
+        spec, base_url, grpc_url=grpc_endpoint.url, require_token=settings.token is not None
+    )
     client = redis if redis is not None else redis_client(settings)
     keys = RedisKeys(settings.redis_prefix)
-    executor = SkillExecutor(spec.name, parts.handlers)
-    task_store = RedisTaskStore(client, spec.name, keys=keys, retention_s=settings.task_retention_s)
-    handler = _request_handler(executor, task_store, card)
+    executor = SkillExecutor(spec.name, parts.handlers, default_skill=spec.default_skill)
+    task_store = RedisTaskStore(
+        client,
+        spec.name,
+        keys=keys,
+        retention_s=settings.task_retention_s,
+        coalesce_s=settings.task_write_coalesce_s,
+    )
+    task_events = RedisTaskEventStream(task_store)
+    push = push_parts(client, spec.name, keys, settings)
+    handler = _request_handler(executor, task_store, task_events, card, push=push)
     registry = Registry(client, RegistrySettings(**settings.model_dump()), keys=keys)
     presence = Presence(
         registry,
@@ -100,16 +118,32 @@ def create_agent_app(
         async with contextlib.AsyncExitStack() as stack:
             if parts.lifespan is not None:
                 await stack.enter_async_context(parts.lifespan())
+            await task_store.start()
+            stopper = asyncio.create_task(handler.stop_cancelled_tasks(), name="cancel-watch")
+            stack.callback(stopper.cancel)
+            await grpc_endpoint.start(handler)
             presence.start()
             log.info("agent started", extra={"agent": spec.name, "url": base_url})
             try:
                 yield
             finally:
                 await presence.stop()
+                # gRPC takes no new calls from now; its running ones end with their tasks.
+                grpc_stopped = asyncio.create_task(grpc_endpoint.stop(settings.graceful_shutdown_s))
+                # Out of the registry, no new work comes: let what runs finish (bounded).
+                grace = settings.graceful_shutdown_s
+                if not (await executor.drain(grace) and await task_store.drain(grace)):
+                    log.warning(
+                        "tasks still running at shutdown are stopped", extra={"agent": spec.name}
+                    )
+                await grpc_stopped
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(handler.aclose(), settings.graceful_shutdown_s)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task_store.flush(), settings.graceful_shutdown_s)
+                    await push.aclose()  # bounded by push_drain_s
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task_store.aclose(), settings.graceful_shutdown_s)
+                await task_events.aclose()
                 if redis is None:
                     await client.aclose()
 
@@ -147,7 +181,7 @@ def create_agent_app(
     app.router.routes.extend(parts.routes)
     add_a2a_routes_to_fastapi(
         app,
-        agent_card_routes=create_agent_card_routes(card),
+        agent_card_routes=card_routes(card),
         jsonrpc_routes=create_jsonrpc_routes(handler, rpc_url=JSONRPC_PATH),
         rest_routes=create_rest_routes(handler, path_prefix=REST_PATH),
     )
@@ -155,21 +189,32 @@ def create_agent_app(
 
 
 def _request_handler(
-    executor: SkillExecutor, task_store: RedisTaskStore, card: AgentCard
-) -> DefaultRequestHandler:
+    executor: SkillExecutor,
+    task_store: RedisTaskStore,
+    task_events: RedisTaskEventStream,
+    card: AgentCard,
+    *,
+    push: PushParts,
+) -> ResumableRequestHandler:
     """The SDK request handler every transport of this agent serves."""
-    return DefaultRequestHandler(
+    return ResumableRequestHandler(
         executor,
         task_store,
         card,
-        request_context_builder=SimpleRequestContextBuilder(
-            task_id_generator=task_store.id_generator()
+        event_stream=task_events,
+        push_config_store=push.config_store,
+        push_sender=push.sender,
+        push_url_validator=push.url_validator,
+        request_context_builder=SkillContextBuilder(
+            executor, card, task_id_generator=task_store.id_generator()
         ),
     )
 
 
 def _add_guards(app: FastAPI, settings: AgentSettings) -> None:
-    """Reject oversize bodies (413) and, with a token configured, unauthenticated calls (401)."""
+    """Reject oversize bodies (413) and, with a token configured, unauthenticated calls (401);
+    give HTTP+JSON errors the spec's statuses."""
+    app.add_middleware(A2AErrorStatusMiddleware, prefix=REST_PATH)
     if settings.token is not None:
         app.add_middleware(
             BearerAuthMiddleware,

@@ -103,6 +103,10 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 # --- the config store ------------------------------------------------------------------------
 
 
+#: How long the configs read for dispatching a task's updates are reused.
+DISPATCH_CACHE_S = 1.0
+
+
 class RedisPushConfigStore(PushNotificationConfigStore):
     """Push notification configs of one agent's tasks (shared by its replicas), by owner.
 
@@ -126,6 +130,7 @@ class RedisPushConfigStore(PushNotificationConfigStore):
         self._retention_ms = int(retention_s * 1000)
         self._max_per_task = max_per_task
         self._owner_resolver = owner_resolver
+        self._recent: dict[str, tuple[float, list[TaskPushNotificationConfig]]] = {}
 
     def _owner(self, context: ServerCallContext) -> str:
         return self._owner_resolver(context) or ANONYMOUS
@@ -141,6 +146,7 @@ class RedisPushConfigStore(PushNotificationConfigStore):
     ) -> TaskPushNotificationConfig:
         """Create or replace (same id) a config of the caller; at most ``max_per_task``."""
         stored = normalize_push_notification_config(task_id, notification_config)
+        self._recent.pop(task_id, None)
         field_name = _field(self._owner(context), stored.id)
         args = (field_name, stored.SerializeToString(), self._max_per_task, self._retention_ms)
         if not await _SET.run(self._redis, (self._key(task_id),), args):
@@ -159,13 +165,26 @@ class RedisPushConfigStore(PushNotificationConfigStore):
         return _configs(v for name, v in raw.items() if _parse_field(name)[0] == owner)
 
     async def get_info_for_dispatch(self, task_id: str) -> list[TaskPushNotificationConfig]:
-        """Every owner's configs of a task; keeps them as long as the task keeps changing."""
+        """Every owner's configs of a task; keeps them as long as the task keeps changing.
+
+        A streaming task sends many updates a second: what was read is reused for
+        ``DISPATCH_CACHE_S`` (a config set on this replica is seen at once, one set on
+        another replica within that time).
+        """
+        now = time.monotonic()
+        recent = self._recent.get(task_id)
+        if recent is not None and recent[0] > now:
+            return recent[1]
         key = self._key(task_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(key)
             pipe.pexpire(key, self._retention_ms)
             raw, _ = await pipe.execute()
-        return _configs(raw.values())
+        configs = _configs(raw.values())
+        if len(self._recent) > 10_000:
+            self._recent = {k: v for k, v in self._recent.items() if v[0] > now}
+        self._recent[task_id] = (now + DISPATCH_CACHE_S, configs)
+        return configs
 
     async def delete_info(
         self, task_id: str, context: ServerCallContext, config_id: str | None = None
@@ -173,6 +192,7 @@ class RedisPushConfigStore(PushNotificationConfigStore):
         """Delete one config of the caller, or all of them (``config_id`` None)."""
         owner = self._owner(context)
         key = self._key(task_id)
+        self._recent.pop(task_id, None)
         if config_id is not None:
             await self._redis.hdel(key, _field(owner, config_id))
             return

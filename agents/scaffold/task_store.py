@@ -8,7 +8,7 @@ whole task. Every write is a compare-and-swap on the version (one Lua script):
 a stale writer gets :class:`ConcurrentTaskModificationError`, never overwrites.
 
 Writes of a task this process runs are ordered and coalesced. Intermediate states (working,
-a streamed artifact chunk) wait up to ``COALESCE_S`` and land together in one script call;
+a streamed artifact chunk) wait up to ``coalesce_s`` and land together in one script call;
 a task's first write is sent at once, without waiting; final and interrupted states are
 durable before ``save`` returns. A write that another
 replica got in first (a cancel) is noticed at the coalesced flush and reported on the
@@ -138,8 +138,10 @@ class RedisTaskStore(VersionedTaskStore):
         keys: RedisKeys | None = None,
         retention_s: float = 7 * 24 * 3600,
         owner_resolver: OwnerResolver = resolve_user_scope,
+        coalesce_s: float = COALESCE_S,
     ) -> None:
         self._redis = redis
+        self._coalesce_s = coalesce_s
         self._agent = agent
         self._keys = keys or RedisKeys()
         self._retention_ms = int(retention_s * 1000)
@@ -251,7 +253,7 @@ class RedisTaskStore(VersionedTaskStore):
         if base == 0 and task.status.state not in SETTLED_STATES:
             # A new task is stored straight away (not awaited): a client that hears of it may
             # soon ask another replica about it.
-            slot.writer = asyncio.create_task(self._flush(task.id, slot))
+            slot.writer = asyncio.create_task(self._flush(task.id, slot, once=True))
         elif task.status.state in SETTLED_STATES:
             if slot.timer is not None:
                 slot.timer.cancel()
@@ -262,19 +264,25 @@ class RedisTaskStore(VersionedTaskStore):
                 raise ConcurrentTaskModificationError(task.id)
         elif slot.timer is None and (slot.writer is None or slot.writer.done()):
             loop = asyncio.get_running_loop()
-            slot.timer = loop.call_later(COALESCE_S, self._flush_later, task.id, slot)
+            slot.timer = loop.call_later(self._coalesce_s, self._flush_later, task.id, slot)
         return TaskVersion(version)
 
     def _flush_later(self, task_id: str, slot: _Slot) -> None:
         """The coalescing window closed: store the newest state and the events so far."""
         slot.timer = None
-        slot.writer = asyncio.create_task(self._flush(task_id, slot))
+        slot.writer = asyncio.create_task(self._flush(task_id, slot, once=True))
 
-    async def _flush(self, task_id: str, slot: _Slot) -> None:
-        """Store the slot's newest version (one writer at a time); retry while Redis is away."""
+    async def _flush(self, task_id: str, slot: _Slot, *, once: bool = False) -> None:
+        """Store the slot's newest version (one writer at a time); retry while Redis is away.
+
+        ``once`` (background writes): store what is there now and leave what arrives
+        meanwhile to the next coalescing window — else a steady stream of updates would
+        be written one by one. Otherwise write until nothing is pending.
+        """
         async with slot.lock:
             failing = False
-            while slot.stored < slot.version and not slot.conflicted:
+            target = slot.version
+            while slot.stored < (target if once else slot.version) and not slot.conflicted:
                 version, task, events = slot.version, slot.task, list(slot.events)
                 try:
                     ok, current = await self._write(
@@ -296,9 +304,14 @@ class RedisTaskStore(VersionedTaskStore):
                     break
                 slot.stored = version
                 del slot.events[: len(events)]
-            finished = not slot.conflicted and slot.task.status.state in TERMINAL_STATES
-            if finished and self._slots.get(task_id) is slot:
-                del self._slots[task_id]
+            if slot.conflicted:
+                return
+            if slot.task.status.state in TERMINAL_STATES and slot.stored == slot.version:
+                if self._slots.get(task_id) is slot:
+                    del self._slots[task_id]
+            elif slot.stored < slot.version and slot.timer is None:
+                loop = asyncio.get_running_loop()
+                slot.timer = loop.call_later(self._coalesce_s, self._flush_later, task_id, slot)
 
     async def _write(
         self,

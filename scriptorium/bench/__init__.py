@@ -55,6 +55,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         "scriptorium.bench.inference",
         "completion tokens/s through the A2A inference agent against raw vLLM",
     ),
+    "streams": _lazy(
+        "scriptorium.bench.streams",
+        "resumable Redis-backed event streams against the SDK in memory; resume; faults; gRPC",
+    ),
     "e2e": _lazy(
         "scriptorium.bench.e2e",
         "whole answers through the team (retrieve, write, critique) at 1, 4 and 8 in flight",
