@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
+from a2a.helpers import new_data_part, new_text_part
 from a2a.types import StreamResponse, Task
 from pydantic import BaseModel, Field
 
@@ -53,7 +54,8 @@ CARD = CardSpec(
             name="Answer a question",
             description="AnswerRequest (or plain text) -> Answer: sentences citing passages "
             "as [n], each checked by the critic or openly marked unsupported. Streams phase "
-            "updates and the draft's tokens ('answer' artifacts).",
+            "updates and the draft's tokens ('answer' artifacts); the 'result' artifact holds "
+            "the Answer as data and as cited text with its sources.",
             tags=["question-answering", "rag", "citations"],
             examples=["What happens to a session when one of its agents dies?"],
             input_modes=("application/json", "text/plain"),
@@ -164,7 +166,13 @@ class Orchestrator:
                     "timings_ms": timings,
                 },
             )
-        await call.emit(answer, name=RESULT_ARTIFACT)
+        # Text for generic A2A clients (ADK's RemoteA2aAgent, chat UIs) beside the data, in
+        # one last chunk: a streaming client takes it as the final answer, not a partial one.
+        await call.updater.add_artifact(
+            [new_text_part(answer_text(answer)), new_data_part(answer.model_dump(mode="json"))],
+            name=RESULT_ARTIFACT,
+            last_chunk=True,
+        )
 
 
 class SessionTeam:
@@ -269,6 +277,22 @@ def build_answer(
         timings_ms=timings,
         history=done.history,
     )
+
+
+def answer_text(answer: Answer) -> str:
+    """The answer as plain text: its cited sentences, then each cited passage once.
+
+    ``[n] source: "snippet"`` lines let a client that reads only text resolve ``[n]``.
+    """
+    cited: dict[int, AnswerCitation] = {}
+    for sentence in answer.sentences:
+        for citation in sentence.citations:
+            cited.setdefault(citation.passage, citation)
+    sources = [
+        f'[{number}] {citation.source}: "{" ".join(citation.snippet.split())}"'
+        for number, citation in sorted(cited.items())
+    ]
+    return "\n\n".join([answer.text, "\n".join(sources)]) if sources else answer.text
 
 
 def _citation(

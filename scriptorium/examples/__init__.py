@@ -1,0 +1,1 @@
+"""Runnable examples of Scriptorium used from other frameworks."""
