@@ -232,8 +232,14 @@ def socket_url(sock: socket.socket) -> str:
 
 @contextlib.asynccontextmanager
 async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
-    """Serve an ASGI app (with its lifespan) on ``sock`` in this event loop while inside."""
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    """Serve an ASGI app (with its lifespan) on ``sock`` in this event loop while inside.
+
+    An app that names its HTTP protocol in ``app.state.http_protocol`` is served with it.
+    """
+    state = getattr(app, "state", None)
+    http = getattr(state, "http_protocol", "auto") if state is not None else "auto"
+    config = uvicorn.Config(app, http=http, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -230,7 +230,7 @@ def agent(
     port: Annotated[int | None, typer.Option(help="Port (0 picks a free one).")] = None,
     grpc_port: Annotated[
         int | None,
-        typer.Option(help="gRPC port (default SCRIPTORIUM_GRPC_PORT, else a free one)."),
+        typer.Option(help="A separate gRPC port (default: SCRIPTORIUM_GRPC_PORT, else HTTP's)."),
     ] = None,
     model: Annotated[
         str | None,

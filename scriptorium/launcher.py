@@ -46,8 +46,8 @@ def load_agent(name: str, settings: AgentSettings) -> AgentParts:
 
 
 def run_agent(name: str, port: int, *, grpc_port: int | None = None) -> None:
-    """Serve one agent (HTTP on ``port``, gRPC on ``grpc_port`` or the setting, else a free
-    port) in this process until interrupted."""
+    """Serve one agent (HTTP and gRPC on ``port``, gRPC apart on ``grpc_port`` or the
+    setting when given) in this process until interrupted."""
     settings = AgentSettings() if grpc_port is None else AgentSettings(grpc_port=grpc_port)
     asyncio.run(serve_agent(load_agent(name, settings), settings, port=port))
 

@@ -89,6 +89,7 @@ from protocol.client import TRANSPORTS, http_client, open_client, skill_message,
 from registry.keys import RedisKeys
 from registry.registry import Registry
 from registry.settings import RegistrySettings
+from scriptorium.launcher import free_port
 from scriptorium.testing import running_agent, serve_app, wait_for
 
 # --- the conformance agent -------------------------------------------------------------------
@@ -233,7 +234,7 @@ async def test_card_declares_the_three_interfaces_and_the_skills_modes(
     binding, grpc_url, version = interfaces[2]
     assert (binding, version) == ("GRPC", "1.0")
     assert urlsplit(grpc_url).hostname == urlsplit(agent).hostname
-    assert urlsplit(grpc_url).port != urlsplit(agent).port
+    assert urlsplit(grpc_url).port == urlsplit(agent).port, "one origin for every interface"
     assert card.capabilities.streaming
     modes = {s.id: (list(s.input_modes), list(s.output_modes)) for s in card.skills}
     assert modes == {
@@ -301,6 +302,18 @@ def test_a_grpc_port_of_its_own_is_a_valid_card_but_http_ports_must_agree() -> N
     other_host.supported_interfaces[2].url = "http://10.0.0.9:9001"
     with pytest.raises(CardError, match="one host"):
         validate_card(other_host)
+
+
+async def test_grpc_on_a_port_of_its_own_when_one_is_set(
+    settings: AgentSettings, a2a_http: httpx.AsyncClient
+) -> None:
+    apart = settings.model_copy(update={"grpc_port": free_port()})
+    async with running_agent(CONFORMANCE, apart) as url:
+        client = await open_client(url, a2a_http, transport="GRPC", streaming=False)
+        task = await send(client, skill_message("echo", {"n": 2}))
+        card = card_from_dict((await a2a_http.get(url + CARD_PATH)).json())
+    assert task_data(task) == [{"echo": {"n": 2}}]
+    assert card.supported_interfaces[2].url == f"http://127.0.0.1:{apart.grpc_port}"
 
 
 # --- operations, through the SDK client on each transport -----------------------------------

@@ -86,7 +86,7 @@ def create_agent_app(
     spec = parts.card
     if settings.capacity is not None:
         spec = CardSpec(**{**spec.__dict__, "capacity": settings.capacity})
-    grpc_endpoint = GrpcEndpoint(settings)  # reserves its port, named in the card
+    grpc_endpoint = GrpcEndpoint(settings, base_url)
     card = build_agent_card(
         spec, base_url, grpc_url=grpc_endpoint.url, require_token=settings.token is not None
     )
@@ -149,6 +149,7 @@ def create_agent_app(
 
     app = FastAPI(title=f"Scriptorium {spec.name}", version=spec.version, lifespan=lifespan)
     app.state.card = card
+    app.state.http_protocol = grpc_endpoint.http_protocol
     app.state.executor = executor
     app.state.presence = presence
     _add_guards(app, settings)
@@ -232,6 +233,7 @@ async def serve_agent(parts: AgentParts, settings: AgentSettings, *, port: int) 
     app = create_agent_app(parts, settings, base_url)
     config = uvicorn.Config(
         app,
+        http=app.state.http_protocol,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,

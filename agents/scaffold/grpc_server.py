@@ -1,17 +1,20 @@
 """gRPC beside HTTP: the SDK's ``GrpcHandler`` over the agent's one request handler.
 
-The port is reserved when the app is built (its URL goes into the card) and served while
-the app runs: :meth:`GrpcEndpoint.start` at startup, :meth:`GrpcEndpoint.stop` on shutdown,
-which takes no new calls and gives running ones ``graceful_shutdown_s``. Calls carry the
+gRPC shares the HTTP port (connections opening with the HTTP/2 preface are handed to it), or
+listens on a port of its own when ``grpc_port`` is set. It is served while the app runs:
+:meth:`GrpcEndpoint.start` at startup, :meth:`GrpcEndpoint.stop` on shutdown, which takes no
+new calls and gives running ones ``graceful_shutdown_s``. Calls carry the
 same bearer token as HTTP when one is configured, and ``a2a-version`` metadata like HTTP's
 ``A2A-Version`` header (absent means 0.3, which is refused with VersionNotSupported).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +29,7 @@ from a2a.types import a2a_pb2_grpc
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, VERSION_HEADER
 from a2a.utils.errors import VersionNotSupportedError
 from packaging.version import InvalidVersion, Version
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from agents.scaffold.settings import AgentSettings
 
@@ -34,20 +38,40 @@ AUTHORIZATION = "authorization"
 
 
 class GrpcEndpoint:
-    """The gRPC port of one agent instance: reserved now, served between start and stop."""
+    """The gRPC interface of one agent instance, served between :meth:`start` and :meth:`stop`.
 
-    def __init__(self, settings: AgentSettings) -> None:
+    By default it shares the HTTP port: the agent's gRPC server listens on a private Unix
+    socket and the HTTP server (:meth:`http_protocol`) hands it every connection that opens
+    with the HTTP/2 preface, so the card's three interfaces share one origin. With
+    ``grpc_port`` set it listens on that port of its own instead (reserved now, so the card
+    can name it).
+    """
+
+    def __init__(self, settings: AgentSettings, base_url: str) -> None:
         self._settings = settings
+        self._server: grpc.aio.Server | None = None
+        self._reservation: socket.socket | None = None
+        self._socket_dir: tempfile.TemporaryDirectory[str] | None = None
+        if settings.grpc_port is None:
+            self.url = base_url
+            self._socket_dir = tempfile.TemporaryDirectory(prefix="scriptorium-grpc-")
+            self.internal_address = f"unix:{self._socket_dir.name}/grpc.sock"
+            return
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         # Held, not listening, until start(): the port is ours and the card can name it.
-        self._reservation: socket.socket | None = socket.socket(family, socket.SOCK_STREAM)
-        self._reservation.bind((settings.host, settings.grpc_port or 0))
-        self.port: int = self._reservation.getsockname()[1]
-        self.url = f"http://{_shown(settings.public_host)}:{self.port}"
-        self._server: grpc.aio.Server | None = None
+        self._reservation = socket.socket(family, socket.SOCK_STREAM)
+        self._reservation.bind((settings.host, settings.grpc_port))
+        port = self._reservation.getsockname()[1]
+        self.url = f"http://{_shown(settings.public_host)}:{port}"
+        self.internal_address = f"{_shown(settings.host)}:{port}"
+
+    @property
+    def http_protocol(self) -> type[asyncio.Protocol] | str:
+        """What uvicorn should serve HTTP with (``http=``): gRPC rides along unless apart."""
+        return one_port_protocol(self) if self._socket_dir is not None else "auto"
 
     async def start(self, handler: RequestHandler) -> None:
-        """Serve ``handler`` on the reserved port (in the running event loop)."""
+        """Serve ``handler`` (in the running event loop)."""
         settings = self._settings
         token = settings.token.get_secret_value() if settings.token is not None else None
         server = grpc.aio.server(
@@ -63,9 +87,11 @@ class GrpcEndpoint:
         if self._reservation is not None:
             self._reservation.close()
             self._reservation = None
-        address = f"{_shown(settings.host)}:{self.port}"
-        if server.add_insecure_port(address) != self.port:
-            raise OSError(f"gRPC could not bind {address}; set SCRIPTORIUM_GRPC_PORT to a free one")
+        if server.add_insecure_port(self.internal_address) == 0:
+            raise OSError(
+                f"gRPC could not bind {self.internal_address}; set SCRIPTORIUM_GRPC_PORT "
+                "to a free port"
+            )
         await server.start()
         self._server = server
         log.info("gRPC serving", extra={"url": self.url})
@@ -78,6 +104,8 @@ class GrpcEndpoint:
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None
+        if self._socket_dir is not None:
+            self._socket_dir.cleanup()
 
 
 class VersionedContextBuilder(DefaultGrpcServerCallContextBuilder):
@@ -152,3 +180,129 @@ def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 def _shown(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+#: What every HTTP/2 connection (so every gRPC channel without TLS) starts with.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def one_port_protocol(endpoint: GrpcEndpoint) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol, handing connections that open with HTTP/2 to gRPC.
+
+    gRPC then shares the HTTP port, so every interface in the card has the card's origin
+    (clients such as ADK's refuse a card fetched from one origin that points elsewhere).
+    """
+
+    class OnePortProtocol(HttpToolsProtocol):
+        """Decides on a connection's first bytes: HTTP/1.1 stays, HTTP/2 goes to gRPC."""
+
+        _pending: asyncio.Transport | None = None
+        _head = b""
+        _pipe: _Pipe | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self._pending = transport  # type: ignore[assignment]
+
+        def data_received(self, data: bytes) -> None:
+            if self._pending is None:
+                if self._pipe is not None:
+                    self._pipe.to_upstream(data)
+                else:
+                    super().data_received(data)
+                return
+            self._head += data
+            size = min(len(self._head), len(HTTP2_PREFACE))
+            if self._head[:size] != HTTP2_PREFACE[:size]:
+                self._become_http()
+            elif size == len(HTTP2_PREFACE):
+                transport, self._pending = self._pending, None
+                self._pipe = _Pipe(transport, endpoint.internal_address, self._head)
+
+        def _become_http(self) -> None:
+            transport, head = self._pending, self._head
+            self._pending, self._head = None, b""
+            super().connection_made(transport)  # type: ignore[arg-type]
+            super().data_received(head)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._pipe is not None:
+                self._pipe.close()
+            elif self._pending is None:
+                super().connection_lost(exc)
+
+        def eof_received(self) -> None:
+            if self._pipe is None and self._pending is None:
+                super().eof_received()
+
+        def pause_writing(self) -> None:
+            if self._pipe is not None:
+                self._pipe.pause_upstream()
+            elif self._pending is None:
+                super().pause_writing()
+
+        def resume_writing(self) -> None:
+            if self._pipe is not None:
+                self._pipe.resume_upstream()
+            elif self._pending is None:
+                super().resume_writing()
+
+    return OnePortProtocol
+
+
+class _Pipe(asyncio.Protocol):
+    """Bytes both ways between a client connection and the agent's own gRPC server."""
+
+    def __init__(self, client: asyncio.Transport, address: str, head: bytes) -> None:
+        self._client = client
+        self._upstream: asyncio.Transport | None = None
+        self._backlog = [head]
+        client.pause_reading()
+        loop = asyncio.get_running_loop()
+        self._opening = loop.create_task(self._open(loop, address))
+
+    async def _open(self, loop: asyncio.AbstractEventLoop, address: str) -> None:
+        try:
+            await loop.create_unix_connection(lambda: self, address.removeprefix("unix:"))
+        except OSError as exc:
+            log.warning("gRPC connection not passed on", extra={"error": str(exc)})
+            self._client.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        upstream = self._upstream = transport
+        for chunk in self._backlog:
+            upstream.write(chunk)
+        self._backlog.clear()
+        self._client.resume_reading()
+
+    def to_upstream(self, data: bytes) -> None:
+        if self._upstream is None:
+            self._backlog.append(data)
+        else:
+            self._upstream.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self._client.write(data)
+
+    def pause_upstream(self) -> None:
+        if self._upstream is not None:
+            self._upstream.pause_reading()
+
+    def resume_upstream(self) -> None:
+        if self._upstream is not None:
+            self._upstream.resume_reading()
+
+    def pause_writing(self) -> None:
+        self._client.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._client.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._client.close()
+
+    def close(self) -> None:
+        if self._upstream is not None:
+            self._upstream.close()
+        else:
+            self._opening.cancel()

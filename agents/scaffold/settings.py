@@ -41,7 +41,7 @@ class AgentSettings(CommonSettings):
         default=None,
         ge=0,
         le=65_535,
-        description="Port of the agent's gRPC interface (default: a free one, named in its card).",
+        description="A separate port for the agent's gRPC interface (default: the HTTP port).",
     )
     model_cache_dir: Path | None = Field(
         default=None, description="Prepared models (default: ~/.cache/scriptorium/models)."
