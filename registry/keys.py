@@ -28,6 +28,7 @@ key                                        type    holds
                                                    field ``e`` (StreamResponse bytes)
 ``{p}:a2a:{agent}:runner:{id}``            string  present while process ``id`` runs tasks
 ``{p}:a2a:{agent}:cancels``                pubsub  cancelled task ids, for the replica running them
+``{p}:a2a:{agent}:push-added``             pubsub  ids of tasks just given a push config
 ``{p}:a2a:{agent}:tasks:{owner}``          zset    task ids by last update (ms)
 ``{p}:a2a:{agent}:push:{task}``            hash    push notification configs of a task:
                                                    JSON ``[owner, config id]`` -> config
@@ -121,6 +122,10 @@ class RedisKeys:
 
     def task_index(self, agent: str, owner: str) -> str:
         return f"{self.prefix}:a2a:{agent}:tasks:{owner}"
+
+    def push_announcements(self, agent: str) -> str:
+        """Pub/sub channel: ids of tasks that were just given a push config, for every replica."""
+        return f"{self.prefix}:a2a:{agent}:push-added"
 
     def push_configs(self, agent: str, task_id: str) -> str:
         """The push notification configs of one task, every owner's (see the table above)."""

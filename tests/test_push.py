@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from agents.scaffold.app import AgentParts
+from agents.scaffold.app import AgentParts, create_agent_app
 from agents.scaffold.executor import SkillCall
 from agents.scaffold.push import (
     EVENT_ID_HEADER,
@@ -49,6 +49,7 @@ from agents.scaffold.push import (
 from agents.scaffold.settings import AgentSettings
 from protocol.cards import CARD_PATH, CardSpec, Skill
 from protocol.client import call_skill, skill_message
+from protocol.http import bind_socket, serving, socket_url
 from registry.keys import RedisKeys
 from scriptorium.testing import running_agent, serve_app, wait_for
 
@@ -57,17 +58,29 @@ COMPLETED = "TASK_STATE_COMPLETED"
 UPDATES = ["task", "statusUpdate", "artifactUpdate", "statusUpdate"]
 
 
+GATE: dict[str, asyncio.Event] = {}
+
+
 async def echo(call: SkillCall) -> None:
     await call.emit({"echo": call.data()})
+
+
+async def gated(call: SkillCall) -> None:
+    """Wait until the test opens the gate named in the request, then answer."""
+    await GATE[str(call.data()["gate"])].wait()
+    await call.emit({"opened": True})
 
 
 PUSHER = AgentParts(
     card=CardSpec(
         name="pusher",
         description="Test agent for push notifications.",
-        skills=[Skill(id="echo", name="echo", description="echo", tags=["test"])],
+        skills=[
+            Skill(id=name, name=name, description=name, tags=["test"]) for name in ("echo", "gated")
+        ],
+        primary_skill="echo",
     ),
-    handlers={"echo": echo},
+    handlers={"echo": echo, "gated": gated},
 )
 
 
@@ -268,6 +281,35 @@ async def test_a_config_in_send_message_gets_every_update_in_order_with_its_toke
         update = ParseDict(hit.body, StreamResponse())
         payload = getattr(update, update.WhichOneof("payload") or "task")
         assert task.id in (getattr(payload, "id", ""), getattr(payload, "task_id", ""))
+
+
+async def test_a_config_set_on_another_replica_reaches_the_task_running_here(
+    settings: AgentSettings, receiver: Receiver, a2a_http: httpx.AsyncClient
+) -> None:
+    GATE["g1"] = asyncio.Event()
+    other = settings.model_copy(update={"instance_id": "pusher-b"})
+    sock = bind_socket("127.0.0.1", 0)
+    a = socket_url(sock)
+    app = create_agent_app(PUSHER, settings, a)
+    async with serving(app, sock), running_agent(PUSHER, other) as b:
+        runner, bystander = await _client(a, a2a_http), await _client(b, a2a_http)
+        stream = runner.send_message(skill_message("gated", {"gate": "g1"}))
+        first = await anext(aiter(stream))
+        task_id = first.task.id if first.HasField("task") else first.status_update.task_id
+        config = _config(receiver.url + "/ok", config_id="late")
+        config.task_id = task_id
+        await bystander.create_task_push_notification_config(config)
+
+        async def announced() -> bool:
+            return bool(app.state.push.config_store.known_configured(task_id))
+
+        await wait_for(announced, 5, "replica a heard of the config")
+        GATE["g1"].set()
+        async for _ in stream:
+            pass
+        await wait_for(lambda: receiver.completed("ok"), 10, "the webhook got the end")
+    kinds = [_kind(h.body) for h in receiver.accepted("ok")]
+    assert kinds[-2:] == ["artifactUpdate", "statusUpdate"]
 
 
 async def test_a_failing_webhook_is_retried_with_backoff_and_gets_each_update_once(

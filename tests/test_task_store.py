@@ -19,13 +19,20 @@ from a2a.types import (
 )
 
 from agents.scaffold.task_events import RedisTaskEventStream
-from agents.scaffold.task_store import FOREIGN_STRIDE, ORPHANED, RedisTaskStore
+from agents.scaffold.task_store import (
+    ANNOUNCE_NEW_TASKS,
+    FOREIGN_STRIDE,
+    ORPHANED,
+    RedisTaskStore,
+)
 from protocol.streams import sequence_of
 from registry.keys import RedisKeys
 from scriptorium.testing import wait_for
 from tests.conftest import RestartableValkey
 
 CTX = ServerCallContext()
+#: A request whose client hears of the task before it ends (a stream).
+STREAMING = ServerCallContext(state={ANNOUNCE_NEW_TASKS: True})
 M = TaskVersion.MISSING
 
 
@@ -83,7 +90,7 @@ async def test_intermediate_writes_are_coalesced_into_one_and_keep_every_event(
     store: RedisTaskStore, redis: aioredis.Redis, keys: RedisKeys
 ) -> None:
     task = _task("t2", TaskState.TASK_STATE_WORKING)
-    v = await store.save(task, event=task, prev_version=M, context=CTX)
+    v = await store.save(task, event=task, prev_version=M, context=STREAMING)
 
     async def created() -> bool:
         return bool(await redis.hget(keys.task("tester", "t2"), "v") == b"1")
@@ -105,6 +112,19 @@ async def test_intermediate_writes_are_coalesced_into_one_and_keep_every_event(
     assert v == TaskVersion(4)
 
 
+async def test_a_task_answered_only_at_its_end_is_written_once(
+    store: RedisTaskStore, redis: aioredis.Redis, keys: RedisKeys
+) -> None:
+    task = _task("t8", TaskState.TASK_STATE_WORKING)
+    v = await store.save(task, event=task, prev_version=M, context=CTX)
+    v = await store.save(task, event=_chunk(task, "x"), prev_version=v, context=CTX)
+    assert await redis.exists(keys.task("tester", "t8")) == 0, "nothing written before the end"
+    done = _task("t8", TaskState.TASK_STATE_COMPLETED)
+    await store.save(done, event=_status(done), prev_version=v, context=CTX)
+    entries = await redis.xrange(keys.task_events("tester", "t8")) or []
+    assert [entry_id for entry_id, _ in entries] == [b"0-1", b"0-2", b"0-3"], "in one write"
+
+
 async def test_a_stale_version_is_refused(store: RedisTaskStore, replica: RedisTaskStore) -> None:
     task = _task("t3", TaskState.TASK_STATE_INPUT_REQUIRED)
     v1 = await store.save(task, event=task, prev_version=M, context=CTX)
@@ -119,7 +139,7 @@ async def test_a_cancel_on_another_replica_wins_over_the_running_replicas_pendin
     store: RedisTaskStore, replica: RedisTaskStore, redis: aioredis.Redis, keys: RedisKeys
 ) -> None:
     working = _task("t4", TaskState.TASK_STATE_WORKING)
-    v = await store.save(working, event=working, prev_version=M, context=CTX)
+    v = await store.save(working, event=working, prev_version=M, context=STREAMING)
 
     async def created() -> bool:
         return bool(await redis.hget(keys.task("tester", "t4"), "v") == b"1")

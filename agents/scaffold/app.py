@@ -121,6 +121,8 @@ def create_agent_app(
             await task_store.start()
             stopper = asyncio.create_task(handler.stop_cancelled_tasks(), name="cancel-watch")
             stack.callback(stopper.cancel)
+            announcements = asyncio.create_task(push.config_store.follow_announcements())
+            stack.callback(announcements.cancel)
             await grpc_endpoint.start(handler)
             presence.start()
             log.info("agent started", extra={"agent": spec.name, "url": base_url})
@@ -149,6 +151,7 @@ def create_agent_app(
 
     app = FastAPI(title=f"Scriptorium {spec.name}", version=spec.version, lifespan=lifespan)
     app.state.card = card
+    app.state.push = push
     app.state.http_protocol = grpc_endpoint.http_protocol
     app.state.executor = executor
     app.state.presence = presence

@@ -48,6 +48,7 @@ from a2a.types import (
     Task,
     TaskArtifactUpdateEvent,
     TaskPushNotificationConfig,
+    TaskState,
     TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import InvalidParamsError
@@ -57,6 +58,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from agents.scaffold.settings import AgentSettings
+from protocol.streams import TERMINAL_STATES
 from registry.keys import RedisKeys
 from registry.redisio import Script, text
 
@@ -105,6 +107,8 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 #: How long the configs read for dispatching a task's updates are reused.
 DISPATCH_CACHE_S = 1.0
+#: Most task ids remembered as created here (beyond that, lookups go to Redis).
+MAX_TRACKED = 100_000
 
 
 class RedisPushConfigStore(PushNotificationConfigStore):
@@ -131,6 +135,11 @@ class RedisPushConfigStore(PushNotificationConfigStore):
         self._max_per_task = max_per_task
         self._owner_resolver = owner_resolver
         self._recent: dict[str, tuple[float, list[TaskPushNotificationConfig]]] = {}
+        # Tasks created here, and those of them known to have configs: the others of the
+        # first kind have none, so their updates cost no Redis read.
+        self._born_here: set[str] = set()
+        self._configured: set[str] = set()
+        self._channel = self._keys.push_announcements(agent)
 
     def _owner(self, context: ServerCallContext) -> str:
         return self._owner_resolver(context) or ANONYMOUS
@@ -147,6 +156,7 @@ class RedisPushConfigStore(PushNotificationConfigStore):
         """Create or replace (same id) a config of the caller; at most ``max_per_task``."""
         stored = normalize_push_notification_config(task_id, notification_config)
         self._recent.pop(task_id, None)
+        self._configured.add(task_id)
         field_name = _field(self._owner(context), stored.id)
         args = (field_name, stored.SerializeToString(), self._max_per_task, self._retention_ms)
         if not await _SET.run(self._redis, (self._key(task_id),), args):
@@ -154,6 +164,7 @@ class RedisPushConfigStore(PushNotificationConfigStore):
                 message=f"task {task_id} already has {self._max_per_task} push notification "
                 "configs; delete one (DeleteTaskPushNotificationConfig) or reuse its id"
             )
+        await self.announce(task_id)
         return stored
 
     async def get_info(
@@ -163,6 +174,50 @@ class RedisPushConfigStore(PushNotificationConfigStore):
         owner = self._owner(context)
         raw = await self._redis.hgetall(self._key(task_id))
         return _configs(v for name, v in raw.items() if _parse_field(name)[0] == owner)
+
+    def note_update(self, task_id: str, event: PushNotificationEvent) -> bool:
+        """Record what an update says about its task; False when it cannot have a webhook.
+
+        A task whose first update here is its creation was born here: it has configs only
+        if one was set here or announced by another replica (:meth:`follow_announcements`).
+        A task seen first mid-way (continued here after input) is looked up in Redis.
+        """
+        if isinstance(event, Task) and event.status.state == TaskState.TASK_STATE_SUBMITTED:
+            if len(self._born_here) > MAX_TRACKED:
+                self._born_here.clear()  # forgetting only costs Redis reads
+            self._born_here.add(task_id)
+        possible = task_id in self._configured or task_id not in self._born_here
+        state = _state(event)
+        if state in TERMINAL_STATES:
+            self._born_here.discard(task_id)
+            self._configured.discard(task_id)
+        return possible
+
+    def known_configured(self, task_id: str) -> bool:
+        """Whether this replica knows ``task_id`` has a push config (set or announced)."""
+        return task_id in self._configured
+
+    async def announce(self, task_id: str) -> None:
+        """Tell the other replicas that ``task_id`` now has a push config."""
+        try:
+            await self._redis.publish(self._channel, task_id)
+        except (RedisError, OSError) as exc:
+            log.warning("push config not announced: %s", exc, extra=_ids(task_id))
+
+    async def follow_announcements(self) -> None:
+        """Run until cancelled: note the tasks other replicas gave push configs."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            task_id = text(message["data"])
+                            self._configured.add(task_id)
+                            self._recent.pop(task_id, None)
+            except (RedisError, OSError) as exc:
+                log.warning("push announcements lost; resubscribing: %s", exc)
+                await asyncio.sleep(1.0)
 
     async def get_info_for_dispatch(self, task_id: str) -> list[TaskPushNotificationConfig]:
         """Every owner's configs of a task; keeps them as long as the task keeps changing.
@@ -420,7 +475,7 @@ class PushSender(PushNotificationSender):
 
     def __init__(
         self,
-        store: PushNotificationConfigStore,
+        store: RedisPushConfigStore,
         policy: PushUrlPolicy,
         http: httpx.AsyncClient,
         *,
@@ -452,6 +507,8 @@ class PushSender(PushNotificationSender):
         if self._closed:
             DELIVERIES.labels(self._agent, "dropped").inc()
             log.warning("push notification dropped: the agent is stopping", extra=_ids(task_id))
+            return
+        if not self._store.note_update(task_id, event):
             return
         update = _Update(uuid.uuid4().hex, _kind(event), event.SerializeToString())
         lane = self._tasks.setdefault(task_id, _Lane())
@@ -631,6 +688,12 @@ class PushSender(PushNotificationSender):
                 extra={"agent": self._agent},
             )
         await self._http.aclose()
+
+
+def _state(event: PushNotificationEvent) -> TaskState | None:
+    if isinstance(event, Task | TaskStatusUpdateEvent):
+        return event.status.state
+    return None
 
 
 def _kind(event: PushNotificationEvent) -> str:

@@ -26,12 +26,25 @@ from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.request_handler import validate, validate_request_params
-from a2a.types import AgentCard, CancelTaskRequest, StreamResponse, SubscribeToTaskRequest, Task
+from a2a.types import (
+    AgentCard,
+    CancelTaskRequest,
+    Message,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    Task,
+)
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 from a2a.utils.proto_utils import to_stream_response
 from redis.exceptions import RedisError
 
-from agents.scaffold.task_store import ANONYMOUS, RedisTaskStore, version_number
+from agents.scaffold.task_store import (
+    ANNOUNCE_NEW_TASKS,
+    ANONYMOUS,
+    RedisTaskStore,
+    version_number,
+)
 from protocol.streams import TERMINAL_STATES, is_final, requested_cursor
 from registry.redisio import text
 
@@ -123,6 +136,23 @@ class ResumableRequestHandler(DefaultRequestHandler):
         self._events = event_stream
         self._store = task_store
         self._channel = task_store.keys.task_cancels(task_store.agent)
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """The SDK's, with the new task stored at once: the client hears of it at once."""
+        context.state[ANNOUNCE_NEW_TASKS] = True
+        async for event in super().on_message_send_stream(params, context):
+            yield event
+
+    async def on_message_send(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> Task | Message:
+        """The SDK's; a request answered before its task ends has the task stored at once."""
+        if params.configuration.return_immediately:
+            context.state[ANNOUNCE_NEW_TASKS] = True
+        result: Task | Message = await super().on_message_send(params, context)
+        return result
 
     async def on_cancel_task(
         self, params: CancelTaskRequest, context: ServerCallContext

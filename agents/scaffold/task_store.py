@@ -9,8 +9,9 @@ a stale writer gets :class:`ConcurrentTaskModificationError`, never overwrites.
 
 Writes of a task this process runs are ordered and coalesced. Intermediate states (working,
 a streamed artifact chunk) wait up to ``coalesce_s`` and land together in one script call;
-a task's first write is sent at once, without waiting; final and interrupted states are
-durable before ``save`` returns. A write that another
+final and interrupted states are durable before ``save`` returns. A new task whose client
+hears of it before it ends (a stream, ``return_immediately``) is sent at once, not awaited,
+so any replica can answer for it; a plain SendMessage costs one write. A write that another
 replica got in first (a cancel) is noticed at the coalesced flush and reported on the
 running task's next write, which is how the SDK learns to stop. Writes by a replica that
 does not run the task (cancel, declaring an orphan failed) advance the sequence by a whole
@@ -71,6 +72,8 @@ RETRY_DELAY_S = 0.5
 COALESCE_S = 0.25
 #: How long an id minted here is known to be new if no save follows (then Redis decides).
 FRESH_TTL_S = 60.0
+#: Call-context flag: the client learns of a new task before it ends, so store it at once.
+ANNOUNCE_NEW_TASKS = "scriptorium.announce_new_tasks"
 #: Sequence step of a write by a replica that does not run the task (see module docstring).
 FOREIGN_STRIDE = 1 << 20
 RUNNER_TTL_S = 10.0
@@ -246,13 +249,14 @@ class RedisTaskStore(VersionedTaskStore):
         version = slot.version + 1
         if (logged := _loggable(event, first=base == 0)) is not None:
             slot.events.append((version, _event_bytes(logged, version)))
-        slot.task = Task()
-        slot.task.CopyFrom(task)
+        # Kept by reference, not copied (a copy per streamed chunk is quadratic): the SDK
+        # changes a task only right before saving it, and a write serialises it at once.
+        slot.task = task
         slot.version = version
         self._note_state(task)
-        if base == 0 and task.status.state not in SETTLED_STATES:
-            # A new task is stored straight away (not awaited): a client that hears of it may
-            # soon ask another replica about it.
+        if base == 0 and context.state.get(ANNOUNCE_NEW_TASKS):
+            # The client hears of this task before it ends (a stream, return_immediately) and
+            # may ask another replica about it: store it straight away (not awaited).
             slot.writer = asyncio.create_task(self._flush(task.id, slot, once=True))
         elif task.status.state in SETTLED_STATES:
             if slot.timer is not None:
