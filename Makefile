@@ -58,6 +58,7 @@ pytest: setup model ## Run the tests (pytest; exit 5 = no tests collected fails 
 bench: setup ## Run every benchmark and print their JSON.
 	$(BIN)/scriptorium bench registry --json
 	$(BIN)/scriptorium bench a2a-hop --json
+	$(BIN)/scriptorium bench streams --json
 	$(BIN)/scriptorium bench retrieval --json
 	$(BIN)/scriptorium bench inference --json
 	$(BIN)/scriptorium bench e2e --json

@@ -36,7 +36,13 @@ from google.protobuf.struct_pb2 import Struct
 from pydantic import BaseModel
 
 from protocol.cards import SKILL_METADATA_KEY
-from protocol.streams import SETTLED_STATES, TERMINAL_STATES, event_sequence, resume_parameters
+from protocol.streams import (
+    ORPHANED,
+    SETTLED_STATES,
+    TERMINAL_STATES,
+    event_sequence,
+    resume_parameters,
+)
 
 log = logging.getLogger(__name__)
 A2A_VERSION_HEADER = "A2A-Version"
@@ -64,6 +70,8 @@ class SkillFailed(RuntimeError):
         message = get_message_text(task.status.message) if task.status.HasField("message") else ""
         self.reason = message or "no reason given"
         self.rejected = task.status.state == TaskState.TASK_STATE_REJECTED
+        #: The instance running the task died: another one may do it.
+        self.orphaned = ORPHANED in self.reason
         super().__init__(f"task {task.id} ended {state}: {self.reason}")
 
 
@@ -287,7 +295,12 @@ def http_status(exc: BaseException) -> int | None:
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """Whether a call failed because the agent could not be reached (dead, not a refusal)."""
+    """Whether a call failed because the agent could not be reached (dead, not a refusal).
+
+    A task failed because the instance running it died counts too: another may do it.
+    """
+    if isinstance(exc, SkillFailed) and exc.orphaned:
+        return True
     if http_status(exc) in (502, 503):
         return True
     seen: BaseException | None = exc

@@ -36,6 +36,13 @@ SETTLED_STATES = TERMINAL_STATES | {
 }
 
 
+#: The reason a task fails with when the agent instance running it died (see
+#: ``agents/scaffold/task_store.py``): the request may be sent again, to another instance.
+ORPHANED = (
+    "the agent instance running this task stopped before finishing it; send the request again"
+)
+
+
 def resume_extension() -> AgentExtension:
     """How the extension is declared in a card's ``capabilities.extensions``."""
     params = Struct()

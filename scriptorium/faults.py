@@ -47,12 +47,16 @@ class DroppingTransport(httpx.AsyncBaseTransport):
 
 
 class _CutStream(httpx.AsyncByteStream):
-    """A response body that fails after ``cut`` chunks (if it gets that far)."""
+    """A response body that fails after ``cut`` chunks (if it gets that far).
+
+    A stream that ends or is closed before its cut gives the drop back to the transport.
+    """
 
     def __init__(self, inner: httpx.AsyncByteStream, cut: int, owner: DroppingTransport) -> None:
         self._inner = inner
         self._cut = cut
         self._owner = owner
+        self._settled = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         seen = 0
@@ -60,10 +64,17 @@ class _CutStream(httpx.AsyncByteStream):
             yield chunk
             seen += 1
             if seen >= self._cut:
+                self._settled = True
                 self._owner.dropped += 1
                 await self._inner.aclose()
                 raise httpx.ReadError("connection dropped (injected fault)")
-        self._owner.remaining += 1  # ended before the cut: the drop is still owed
+        self._give_back()
+
+    def _give_back(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self._owner.remaining += 1
 
     async def aclose(self) -> None:
+        self._give_back()
         await self._inner.aclose()

@@ -111,7 +111,8 @@ class SkillCall:
     async def emit(self, payload: BaseModel | dict[str, Any], *, name: str = "result") -> None:
         """Add a data artifact to the task."""
         data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
-        await self.updater.add_artifact([new_data_part(data)], name=name)
+        # One whole artifact: marked last, so generic clients (ADK) take it as final.
+        await self.updater.add_artifact([new_data_part(data)], name=name, last_chunk=True)
 
     async def stream_text(
         self, artifact_id: str, text: str, *, name: str = "tokens", last: bool = False

@@ -248,15 +248,16 @@ class TeamSession:
                         context_id=self.id,
                         on_update=on_update,
                     )
-                except SkillFailed as exc:
-                    await self.note(
-                        f"{skill}.failed",
-                        recipient=record.id,
-                        summary=str(exc),
-                        payload={"ms": _ms(started)},
-                    )
-                    raise
                 except Exception as exc:
+                    # A task whose instance died (orphaned) counts as unreachable: rebind.
+                    if isinstance(exc, SkillFailed) and not exc.orphaned:
+                        await self.note(
+                            f"{skill}.failed",
+                            recipient=record.id,
+                            summary=str(exc),
+                            payload={"ms": _ms(started)},
+                        )
+                        raise
                     if not is_unreachable(exc):
                         raise
                     await self.note(

@@ -49,7 +49,7 @@ from protocol.streams import TERMINAL_STATES, is_final, requested_cursor
 from registry.redisio import text
 
 #: How long one XREAD waits before checking that the task's runner is still alive.
-BLOCK_MS = 5_000
+BLOCK_MS = 2_000
 BATCH = 256
 _XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 MAX_WAITING_SUBSCRIBERS = 512

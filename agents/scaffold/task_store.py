@@ -62,7 +62,7 @@ from a2a.utils.task import (
 )
 from redis.exceptions import RedisError
 
-from protocol.streams import SETTLED_STATES, TERMINAL_STATES, stamp
+from protocol.streams import ORPHANED, SETTLED_STATES, TERMINAL_STATES, stamp
 from registry.keys import RedisKeys
 from registry.redisio import Arg, Script, text
 
@@ -76,11 +76,8 @@ FRESH_TTL_S = 60.0
 ANNOUNCE_NEW_TASKS = "scriptorium.announce_new_tasks"
 #: Sequence step of a write by a replica that does not run the task (see module docstring).
 FOREIGN_STRIDE = 1 << 20
-RUNNER_TTL_S = 10.0
-RUNNER_REFRESH_S = 3.0
-ORPHANED = (
-    "the agent instance running this task stopped before finishing it; send the request again"
-)
+RUNNER_TTL_S = 6.0
+RUNNER_REFRESH_S = 2.0
 
 _TERMINAL_LUA = "{" + ", ".join(f"['{int(s)}'] = true" for s in sorted(TERMINAL_STATES)) + "}"
 #: KEYS: task hash, owner's task index, task event stream.
