@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from a2a.auth.user import User
 from a2a.client import Client, ClientConfig, create_client
 from a2a.server.context import ServerCallContext
 from a2a.types import (
@@ -47,6 +46,7 @@ from agents.scaffold.push import (
     RetryPolicy,
 )
 from agents.scaffold.settings import AgentSettings
+from agents.scaffold.task_events import owner_context
 from protocol.cards import CARD_PATH, CardSpec, Skill
 from protocol.client import call_skill, skill_message
 from protocol.http import bind_socket, serving, socket_url
@@ -407,21 +407,8 @@ async def test_a_hanging_webhook_times_out_without_slowing_the_task(
 # --- the pieces on their own ---------------------------------------------------------------
 
 
-class _Named(User):
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._name
-
-
 def _as(name: str) -> ServerCallContext:
-    return ServerCallContext(user=_Named(name))
+    return owner_context(name)
 
 
 async def test_the_store_scopes_by_owner_and_bounds_configs_per_task(

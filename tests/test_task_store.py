@@ -18,14 +18,13 @@ from a2a.types import (
     TaskStatusUpdateEvent,
 )
 
-from agents.scaffold.task_events import RedisTaskEventStream
+from agents.scaffold.task_events import RedisTaskEventStream, owner_context
 from agents.scaffold.task_store import (
     ANNOUNCE_NEW_TASKS,
     FOREIGN_STRIDE,
-    ORPHANED,
     RedisTaskStore,
 )
-from protocol.streams import sequence_of
+from protocol.streams import ORPHANED, sequence_of
 from registry.keys import RedisKeys
 from scriptorium.testing import wait_for
 from tests.conftest import RestartableValkey
@@ -218,18 +217,7 @@ async def test_a_task_whose_runner_died_is_failed_for_its_subscribers(
 
 
 async def test_tasks_are_scoped_by_owner(store: RedisTaskStore) -> None:
-    from a2a.auth.user import User
-
-    class Alice(User):
-        @property
-        def is_authenticated(self) -> bool:
-            return True
-
-        @property
-        def user_name(self) -> str:
-            return "alice"
-
-    alice = ServerCallContext(user=Alice())
+    alice = owner_context("alice")
     await store.save(_task("t7", TaskState.TASK_STATE_COMPLETED), prev_version=M, context=alice)
     assert await store.get("t7", alice) is not None
     assert await store.get("t7", CTX) is None

@@ -12,10 +12,7 @@ so ``ours - sdk`` is the price of the scaffold alone.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -33,8 +30,7 @@ from agents.scaffold.app import AgentParts, create_agent_app
 from agents.scaffold.executor import SkillCall, SkillExecutor
 from agents.scaffold.settings import AgentSettings
 from protocol.cards import JSONRPC_PATH, CardSpec, Skill, build_agent_card
-from scriptorium.launcher import free_port
-from scriptorium.valkey import start_valkey
+from scriptorium.bench.servers import child_servers
 
 ROUNDS = 600
 WARMUP = 50
@@ -97,17 +93,6 @@ def _send_message_body() -> dict[str, Any]:
     }
 
 
-async def _wait_up(http: httpx.AsyncClient, url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            await http.get(url)
-            return
-        except httpx.HTTPError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up in {timeout_s:.0f}s")
-
-
 async def _one(http: httpx.AsyncClient, kind: str, base: str) -> float:
     started = time.perf_counter()
     if kind == "raw":
@@ -128,32 +113,17 @@ def _p(samples: list[float], q: float) -> float:
 
 async def run() -> dict[str, Any]:
     """Run the benchmark and return its figures."""
-    valkey = start_valkey()
-    ports = {kind: free_port() for kind in ("raw", "sdk", "ours")}
-    env_extra = {"REDIS_URL": valkey.connection_url, "SCRIPTORIUM_REDIS_PREFIX": "bench-hop"}
-    children = [
-        subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-            [sys.executable, "-m", "scriptorium.bench.a2a_hop", kind, str(port)],
-            env={**os.environ, **env_extra},
-        )
-        for kind, port in ports.items()
-    ]
-    samples: dict[str, list[float]] = {kind: [] for kind in ports}
-    try:
-        async with httpx.AsyncClient(timeout=10.0, headers={"A2A-Version": "1.0"}) as http:
-            for port in ports.values():
-                await _wait_up(http, f"http://127.0.0.1:{port}/.well-known/agent-card.json")
-            for i in range(WARMUP + ROUNDS):
-                for kind, port in ports.items():
-                    elapsed = await _one(http, kind, f"http://127.0.0.1:{port}")
-                    if i >= WARMUP:
-                        samples[kind].append(elapsed)
-    finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(10)
-        valkey.stop()
+    kinds = ("raw", "sdk", "ours")
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    async with (
+        child_servers("scriptorium.bench.a2a_hop", kinds, prefix="bench-hop") as urls,
+        httpx.AsyncClient(timeout=10.0, headers={"A2A-Version": "1.0"}) as http,
+    ):
+        for i in range(WARMUP + ROUNDS):
+            for kind, url in urls.items():
+                elapsed = await _one(http, kind, url)
+                if i >= WARMUP:
+                    samples[kind].append(elapsed)
     raw, sdk, ours = (statistics.median(samples[k]) for k in ("raw", "sdk", "ours"))
     return {
         "rounds": ROUNDS,

@@ -18,9 +18,7 @@ streams cut at random points; gRPC against JSON-RPC round-trip p50 on ``ours``.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncGenerator
@@ -46,9 +44,8 @@ from protocol.client import (
     skill_message,
 )
 from protocol.streams import event_sequence, resume_parameters
+from scriptorium.bench.servers import child_servers
 from scriptorium.faults import DroppingTransport
-from scriptorium.launcher import free_port
-from scriptorium.valkey import start_valkey
 
 CHUNKS = 400
 CONCURRENCY = 4
@@ -102,18 +99,6 @@ def serve(kind: str, port: int) -> None:
     )
     parts = AgentParts(STREAMER, HANDLERS)
     asyncio.run(serve_agent(parts, settings, port=port))
-
-
-async def _wait_up(http: httpx.AsyncClient, url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if (await http.get(url)).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up in {timeout_s:.0f}s")
 
 
 async def _events_per_s(client: Client) -> float:
@@ -194,22 +179,10 @@ async def _hop_ms(client: Client) -> float:
 
 async def run() -> dict[str, Any]:
     """Run the benchmark and return its figures."""
-    valkey = start_valkey()
-    ports = {kind: free_port() for kind in ("sdk", "ours", "eager", "ours-b")}
-    env_extra = {"REDIS_URL": valkey.connection_url, "SCRIPTORIUM_REDIS_PREFIX": "bench-streams"}
-    children = [
-        subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-            [sys.executable, "-m", "scriptorium.bench.streams", kind, str(port)],
-            env={**os.environ, **env_extra},
-        )
-        for kind, port in ports.items()
-    ]
-    urls = {kind: f"http://127.0.0.1:{port}" for kind, port in ports.items()}
+    kinds = ("sdk", "ours", "eager", "ours-b")
     rates: dict[str, list[float]] = {k: [] for k in ("sdk", "ours", "eager")}
-    try:
+    async with child_servers("scriptorium.bench.streams", kinds, prefix="bench-streams") as urls:
         async with httpx.AsyncClient(timeout=60.0, headers={A2A_VERSION_HEADER: "1.0"}) as http:
-            for url in urls.values():
-                await _wait_up(http, f"{url}/.well-known/agent-card.json")
             clients = {kind: await open_client(url, http) for kind, url in urls.items()}
             for kind in rates:  # warm-up
                 await _events_per_s(clients[kind])
@@ -227,12 +200,6 @@ async def run() -> dict[str, Any]:
                 hops["grpc"].append(await _hop_ms(grpc))
                 hops["jsonrpc"].append(await _hop_ms(jsonrpc))
         faults = await _dropped((urls["ours"], urls["ours-b"]))
-    finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(10)
-        valkey.stop()
     sdk, ours, eager = (statistics.median(rates[k]) for k in ("sdk", "ours", "eager"))
     grpc_p50, jsonrpc_p50 = statistics.median(hops["grpc"]), statistics.median(hops["jsonrpc"])
     return {
