@@ -124,6 +124,16 @@ async def test_a_task_answered_only_at_its_end_is_written_once(
     assert [entry_id for entry_id, _ in entries] == [b"0-1", b"0-2", b"0-3"], "in one write"
 
 
+async def test_a_new_task_already_settled_is_durable_even_on_a_stream(
+    store: RedisTaskStore, replica: RedisTaskStore
+) -> None:
+    failed = _task("t9", TaskState.TASK_STATE_FAILED)
+    await store.save(failed, event=failed, prev_version=M, context=STREAMING)
+    found = await replica.get("t9", CTX)
+    assert found is not None, "a final state is in Redis when save returns"
+    assert found.task.status.state == TaskState.TASK_STATE_FAILED
+
+
 async def test_a_stale_version_is_refused(store: RedisTaskStore, replica: RedisTaskStore) -> None:
     task = _task("t3", TaskState.TASK_STATE_INPUT_REQUIRED)
     v1 = await store.save(task, event=task, prev_version=M, context=CTX)

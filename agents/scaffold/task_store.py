@@ -251,11 +251,7 @@ class RedisTaskStore(VersionedTaskStore):
         slot.task = task
         slot.version = version
         self._note_state(task)
-        if base == 0 and context.state.get(ANNOUNCE_NEW_TASKS):
-            # The client hears of this task before it ends (a stream, return_immediately) and
-            # may ask another replica about it: store it straight away (not awaited).
-            slot.writer = asyncio.create_task(self._flush(task.id, slot, once=True))
-        elif task.status.state in SETTLED_STATES:
+        if task.status.state in SETTLED_STATES:
             if slot.timer is not None:
                 slot.timer.cancel()
                 slot.timer = None
@@ -263,6 +259,10 @@ class RedisTaskStore(VersionedTaskStore):
             if slot.conflicted:
                 self._drop(task.id)
                 raise ConcurrentTaskModificationError(task.id)
+        elif base == 0 and context.state.get(ANNOUNCE_NEW_TASKS):
+            # The client hears of this task before it ends (a stream, return_immediately) and
+            # may ask another replica about it: store it straight away (not awaited).
+            slot.writer = asyncio.create_task(self._flush(task.id, slot, once=True))
         elif slot.timer is None and (slot.writer is None or slot.writer.done()):
             loop = asyncio.get_running_loop()
             slot.timer = loop.call_later(self._coalesce_s, self._flush_later, task.id, slot)
