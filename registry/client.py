@@ -11,7 +11,9 @@ import builtins
 import httpx
 
 from registry.errors import RegistryError
+from registry.events import SessionEvent
 from registry.records import AgentRecord
+from registry.sessions import Session
 
 
 class RegistryUnreachable(RegistryError):
@@ -19,7 +21,7 @@ class RegistryUnreachable(RegistryError):
 
 
 class RegistryClient:
-    """Reads agent records from ``GET /agents`` of a running registry."""
+    """Reads agent records, sessions and session logs from a running registry over HTTP."""
 
     def __init__(self, url: str, http: httpx.AsyncClient) -> None:
         self.url = url.rstrip("/")
@@ -46,6 +48,40 @@ class RegistryClient:
             return AgentRecord.model_validate(await self._get(f"/agents/{instance_id}", {}))
         except _NotFound:
             return None
+
+    async def sessions(self, *, state: str | None = None) -> builtins.list[Session]:
+        """Active sessions and closed ones still retained, newest first."""
+        params = {"state": state} if state else {}
+        return [Session.model_validate(s) for s in await self._list("/sessions", params)]
+
+    async def session(self, session_id: str) -> Session | None:
+        """One session, or None when it is unknown (or no longer retained)."""
+        try:
+            return Session.model_validate(await self._get(f"/sessions/{session_id}", {}))
+        except _NotFound:
+            return None
+
+    async def session_events(self, session_id: str) -> builtins.list[SessionEvent] | None:
+        """The session's whole event log as recorded so far, or None when there is none."""
+        url = f"{self.url}/sessions/{session_id}/events"
+        try:
+            response = await self.http.get(url, params={"follow": "false"})
+        except httpx.HTTPError as exc:
+            raise RegistryUnreachable(
+                f"cannot reach the registry at {self.url} ({exc!r}); start the stack with "
+                "`scriptorium up` or set SCRIPTORIUM_REGISTRY_URL"
+            ) from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise RegistryUnreachable(
+                f"the registry at {self.url} answered {response.status_code}: {response.text[:300]}"
+            )
+        return [
+            SessionEvent.model_validate_json(line.removeprefix("data:").strip())
+            for line in response.text.splitlines()
+            if line.startswith("data:")
+        ]
 
     async def _list(self, path: str, params: dict[str, str]) -> builtins.list[object]:
         body = await self._get(path, params)

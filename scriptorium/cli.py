@@ -454,6 +454,121 @@ def list_agents(
         out.print(agents_table(records))
 
 
+@app.command("sessions")
+def list_sessions(
+    state: Annotated[
+        str | None, typer.Option(help="Only sessions in this state: active, released, expired.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only sessions started this long ago or later: 30m, 2h, 1d.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    registry_url: Annotated[str | None, typer.Option(help="Discovery endpoint.")] = None,
+) -> None:
+    """Recent sessions (one per question): question, outcome, rounds, time, agents bound."""
+    from registry.client import RegistryClient
+    from scriptorium.replay import Recording, SessionSummary, sessions_table, summarize
+
+    try:
+        oldest_ms = None if since is None else (time.time() - _seconds(since)) * 1000
+    except ValueError as exc:
+        _fail(str(exc), 2)
+
+    async def read(peers: Peers) -> list[SessionSummary]:
+        assert isinstance(peers.directory, RegistryClient)
+        found = await peers.directory.sessions(state=state)
+        if oldest_ms is not None:
+            found = [s for s in found if s.created >= oldest_ms]
+        summaries = []
+        for session in found[:limit]:
+            events = await peers.directory.session_events(session.id) or []
+            summaries.append(summarize(Recording(session=session, events=events)))
+        return summaries
+
+    summaries = _on_stack(registry_url, read)
+    if as_json:
+        out.print_json(json.dumps([summary.model_dump(mode="json") for summary in summaries]))
+    else:
+        out.print(sessions_table(summaries))
+
+
+def _seconds(span: str) -> float:
+    """``30s``, ``30m``, ``2h`` or ``1d`` in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = span[:-1], span[-1:]
+    if unit not in units or not number.replace(".", "", 1).isdigit():
+        raise ValueError(f"--since takes a span like 30m, 2h or 1d, not {span!r}")
+    return float(number) * units[unit]
+
+
+@app.command("replay")
+def replay_session(
+    session_id: Annotated[str | None, typer.Argument(help="The session to show.")] = None,
+    import_file: Annotated[
+        Path | None,
+        typer.Option("--import", help="Show an exported recording instead (no stack needed)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Export: one JSON document.")] = False,
+    as_jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="Export: a header line, then one line per event.")
+    ] = False,
+    speed: Annotated[
+        float | None,
+        typer.Option(help="Print the steps with their original timing divided by this.", min=0.01),
+    ] = None,
+    registry_url: Annotated[str | None, typer.Option(help="Discovery endpoint.")] = None,
+) -> None:
+    """What happened in a session, step by step, from its recorded log (no agent needs to run)."""
+    from registry.client import RegistryClient
+    from scriptorium.replay import Recording, Step, load, replay, timeline_table, to_jsonl
+
+    if (session_id is None) == (import_file is None):
+        _fail("give a session id or --import FILE (not both)", 2)
+    if import_file is not None:
+        try:
+            recording = load(import_file)
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot import {import_file}: {exc}", 2)
+    else:
+        assert session_id is not None
+
+        async def read(peers: Peers) -> Recording | None:
+            assert isinstance(peers.directory, RegistryClient)
+            events = await peers.directory.session_events(session_id)
+            if events is None:
+                return None
+            return Recording(session=await peers.directory.session(session_id), events=events)
+
+        found = _on_stack(registry_url, read)
+        if found is None:
+            from registry.settings import RegistrySettings
+
+            retention = RegistrySettings().session_retention_s
+            _fail(
+                f"no session {session_id!r} in the registry: unknown, or its log expired "
+                f"(logs are kept {retention / 3600:.0f} h after a session ends; "
+                "`scriptorium sessions` lists what is kept)",
+                2,
+            )
+        recording = found
+    if as_json:
+        print(recording.model_dump_json(indent=1))
+    elif as_jsonl:
+        print(to_jsonl(recording), end="")
+    elif speed is not None:
+
+        def show(step: Step) -> None:
+            out.print(
+                f"{step.offset_ms / 1000:8.3f}s  {escape(step.sender)} → "
+                f"{escape(step.recipient)}  {escape(step.kind)}  {escape(step.summary)}"
+            )
+
+        asyncio.run(replay(recording, show, speed=speed))
+    else:
+        out.print(timeline_table(recording))
+
+
 DIRECT_HELP = (
     "Open the store in this process (loads the embedding model; no stack needed) instead of "
     "asking the running retriever."
