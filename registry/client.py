@@ -7,6 +7,7 @@ that only finds agents works against either.
 from __future__ import annotations
 
 import builtins
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -63,25 +64,42 @@ class RegistryClient:
 
     async def session_events(self, session_id: str) -> builtins.list[SessionEvent] | None:
         """The session's whole event log as recorded so far, or None when there is none."""
+        events: builtins.list[SessionEvent] = []
+        async for event in self.follow_session(session_id, follow=False):
+            events.append(event)
+        if events or await self.session(session_id) is not None:
+            return events
+        return None
+
+    async def follow_session(
+        self, session_id: str, *, follow: bool = True
+    ) -> AsyncIterator[SessionEvent]:
+        """The session's events from the start, then (``follow``) live until it closes.
+
+        An unknown session yields nothing.
+        """
         url = f"{self.url}/sessions/{session_id}/events"
+        params = {"follow": "true" if follow else "false"}
+        timeout = httpx.Timeout(self.http.timeout.connect, read=None) if follow else None
         try:
-            response = await self.http.get(url, params={"follow": "false"})
+            async with self.http.stream(
+                "GET", url, params=params, timeout=timeout or self.http.timeout
+            ) as response:
+                if response.status_code == 404:
+                    return
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode(errors="replace")
+                    raise RegistryUnreachable(
+                        f"the registry at {self.url} answered {response.status_code}: {body[:300]}"
+                    )
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        yield SessionEvent.model_validate_json(line.removeprefix("data:").strip())
         except httpx.HTTPError as exc:
             raise RegistryUnreachable(
                 f"cannot reach the registry at {self.url} ({exc!r}); start the stack with "
                 "`scriptorium up` or set SCRIPTORIUM_REGISTRY_URL"
             ) from exc
-        if response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            raise RegistryUnreachable(
-                f"the registry at {self.url} answered {response.status_code}: {response.text[:300]}"
-            )
-        return [
-            SessionEvent.model_validate_json(line.removeprefix("data:").strip())
-            for line in response.text.splitlines()
-            if line.startswith("data:")
-        ]
 
     async def _list(self, path: str, params: dict[str, str]) -> builtins.list[object]:
         body = await self._get(path, params)

@@ -30,6 +30,7 @@ from scriptorium.logs import configure_logging
 if TYPE_CHECKING:
     from agents.scaffold.peers import Peers
     from protocol.payloads import Document, IngestReport, SearchRequest, SearchResult, SkippedFile
+    from registry.events import SessionEvent
     from registry.records import AgentRecord
 
 app = typer.Typer(
@@ -493,6 +494,27 @@ def list_sessions(
         out.print(sessions_table(summaries))
 
 
+def _follow_session(session_id: str, registry_url: str | None) -> None:
+    """Print a session's steps as they are recorded, until it closes."""
+    from registry.client import RegistryClient
+    from scriptorium.replay import Recording, timeline
+
+    async def tail(peers: Peers) -> int:
+        assert isinstance(peers.directory, RegistryClient)
+        seen: list[SessionEvent] = []
+        async for event in peers.directory.follow_session(session_id):
+            seen.append(event)
+            (step,) = timeline(Recording(events=[seen[0], event]))[-1:]
+            out.print(
+                f"{step.offset_ms / 1000:8.3f}s  #{step.n}  {escape(step.sender)} → "
+                f"{escape(step.recipient)}  {escape(step.kind)}  {escape(step.summary)}"
+            )
+        return len(seen)
+
+    if _on_stack(registry_url, tail) == 0:
+        _fail(f"no session {session_id!r} in the registry (`scriptorium sessions` lists them)", 2)
+
+
 def _seconds(span: str) -> float:
     """``30s``, ``30m``, ``2h`` or ``1d`` in seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -517,6 +539,9 @@ def replay_session(
         float | None,
         typer.Option(help="Print the steps with their original timing divided by this.", min=0.01),
     ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Tail a live session until it closes.")
+    ] = False,
     registry_url: Annotated[str | None, typer.Option(help="Discovery endpoint.")] = None,
 ) -> None:
     """What happened in a session, step by step, from its recorded log (no agent needs to run)."""
@@ -525,6 +550,11 @@ def replay_session(
 
     if (session_id is None) == (import_file is None):
         _fail("give a session id or --import FILE (not both)", 2)
+    if follow:
+        if session_id is None:
+            _fail("--follow needs a session id", 2)
+        _follow_session(session_id, registry_url)
+        return
     if import_file is not None:
         try:
             recording = load(import_file)

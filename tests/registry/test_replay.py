@@ -143,3 +143,41 @@ async def test_replay_keeps_the_order_and_the_relative_timing(
     last_offset = seen[-1][1].offset_ms / 1000
     assert last_offset >= 0.1, "the recorded steps were spread out"
     assert seen[-1][0] < last_offset / 2 + 1.0, "the timing is scaled by the speed"
+
+
+async def test_follow_tails_a_live_session_until_it_closes(
+    registry_url: str, registry: Registry, session_log: SessionLog, add_agent: AddAgent
+) -> None:
+    await add_agent("retriever", 9102, capacity=2)
+    session = await registry.sessions.negotiate({"retriever": "search"})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scriptorium",
+        "replay",
+        session.id,
+        "--follow",
+        "--registry-url",
+        registry_url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "240"},
+    )
+    assert process.stdout is not None
+    first = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert b"session.opened" in first, "the follower is reading before anything else happens"
+    for kind in ("search.request", "search.result"):
+        await session_log.append(
+            session.id, sender="orchestrator", recipient="retriever", kind=kind
+        )
+    await registry.sessions.release(session.id)
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    lines = [first.decode(), *out.decode().splitlines()]
+    kinds = [
+        k
+        for line in lines
+        for k in ("session.opened", "search.request", "search.result", "session.released")
+        if f" {k} " in f"{line} "
+    ]
+    assert kinds == ["session.opened", "search.request", "search.result", "session.released"]
