@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import DataError, NoScriptError
+from redis.exceptions import DataError, NoScriptError, RedisError
 
 from protocol.settings import CommonSettings
+
+log = logging.getLogger(__name__)
 
 Arg = str | bytes | int | float
 _DEFAULT_SOCKET_TIMEOUT = 5.0
@@ -245,3 +248,28 @@ def bounded_block_ms(client: aioredis.Redis, wanted_ms: int) -> int:
     if not timeout:
         return max(1, wanted_ms)
     return max(1, min(wanted_ms, int(timeout * 1000 * 0.8)))
+
+
+async def listen(
+    client: aioredis.Redis,
+    channel: str,
+    handle: Callable[[bytes], Awaitable[None]],
+    *,
+    retry_s: float = 1.0,
+) -> None:
+    """Run until cancelled: ``handle`` each message published on ``channel``.
+
+    The subscription holds one connection of ``client``'s pool; when Redis goes away it is
+    made again after ``retry_s`` (messages published meanwhile are missed, as pub/sub does).
+    """
+    while True:
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await handle(message["data"])
+        except (RedisError, OSError) as exc:
+            extra = {"channel": channel, "error": str(exc)}
+            log.warning("subscription lost; subscribing again", extra=extra)
+            await asyncio.sleep(retry_s)

@@ -60,7 +60,7 @@ from redis.exceptions import RedisError
 from agents.scaffold.settings import AgentSettings
 from protocol.streams import TERMINAL_STATES
 from registry.keys import RedisKeys
-from registry.redisio import Script, text
+from registry.redisio import Script, listen, text
 
 #: The header the SDK's ``BasePushNotificationSender`` puts the config's token in.
 TOKEN_HEADER = "X-A2A-Notification-Token"  # noqa: S105 (a header name)
@@ -206,18 +206,12 @@ class RedisPushConfigStore(PushNotificationConfigStore):
 
     async def follow_announcements(self) -> None:
         """Run until cancelled: note the tasks other replicas gave push configs."""
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            task_id = text(message["data"])
-                            self._configured.add(task_id)
-                            self._recent.pop(task_id, None)
-            except (RedisError, OSError) as exc:
-                log.warning("push announcements lost; resubscribing: %s", exc)
-                await asyncio.sleep(1.0)
+        await listen(self._redis, self._channel, self._note_announced)
+
+    async def _note_announced(self, message: bytes) -> None:
+        task_id = text(message)
+        self._configured.add(task_id)
+        self._recent.pop(task_id, None)
 
     async def get_info_for_dispatch(self, task_id: str) -> list[TaskPushNotificationConfig]:
         """Every owner's configs of a task; keeps them as long as the task keeps changing.

@@ -12,7 +12,6 @@ extension (:mod:`protocol.streams`): SubscribeToTask with a cursor is served fro
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
@@ -46,7 +45,7 @@ from agents.scaffold.task_store import (
     version_number,
 )
 from protocol.streams import TERMINAL_STATES, is_final, requested_cursor
-from registry.redisio import text
+from registry.redisio import listen, text
 
 #: How long one XREAD waits before checking that the task's runner is still alive.
 BLOCK_MS = 2_000
@@ -171,18 +170,10 @@ class ResumableRequestHandler(DefaultRequestHandler):
 
     async def stop_cancelled_tasks(self) -> None:
         """Run until cancelled: stop tasks running here that another replica cancelled."""
-        while True:
-            try:
-                async with self._events.reader.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            await self._stop_if_running(json.loads(message["data"]))
-            except (RedisError, OSError) as exc:
-                log.warning("cancel channel lost; resubscribing", extra={"error": str(exc)})
-                await asyncio.sleep(1.0)
+        await listen(self._events.reader, self._channel, self._stop_if_running)
 
-    async def _stop_if_running(self, cancelled: dict[str, str]) -> None:
+    async def _stop_if_running(self, message: bytes) -> None:
+        cancelled: dict[str, str] = json.loads(message)
         active = await self._active_task_registry.get(cancelled["task"])
         if active is None or active.is_finished:
             return
@@ -247,14 +238,9 @@ def owner_context(owner: str) -> ServerCallContext:
 
 
 def _headers(context: ServerCallContext) -> Mapping[str, Any]:
-    """The request's HTTP headers or gRPC metadata."""
+    """The request's HTTP headers (gRPC metadata too: the gRPC context builder puts it there)."""
     headers = context.state.get("headers")
-    if isinstance(headers, Mapping):
-        return headers
-    grpc_context = context.state.get("grpc_context")
-    if grpc_context is not None:
-        return dict(grpc_context.invocation_metadata() or ())
-    return {}
+    return headers if isinstance(headers, Mapping) else {}
 
 
 def _event(response: StreamResponse) -> Event:

@@ -39,7 +39,7 @@ async def recorded(registry: Registry, session_log: SessionLog, add_agent: AddAg
         ("write.failed", {"ms": 40}, "the writer failed: <b>[boom]</b>"),
         ("answer.result", {"verdict": "accept", "rounds": 2, "text": "The USSR [1]."}, None),
     ):
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # spread the steps in time: their timing is what replay keeps
         await session_log.append(
             session.id,
             sender="orchestrator",
