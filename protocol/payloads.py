@@ -252,6 +252,18 @@ class Generation(Payload):
 # --- orchestrator ------------------------------------------------------------------------
 
 
+#: Keys the session log adds to a recorded result (its timing, the step it was replayed from).
+RECORD_ANNOTATIONS = frozenset({"ms", "replayed"})
+
+
+class RecordedResult(Payload):
+    """A step's result taken from a recorded session instead of asking its agent again."""
+
+    skill: Literal["search", "write", "critique"]
+    result: dict[str, Any] = Field(description="The recorded SearchResult, Draft or Critique.")
+    step: int = Field(ge=1, description="The recorded event it comes from (its seq).")
+
+
 class AnswerRequest(Payload):
     """A user's question."""
 
@@ -261,6 +273,12 @@ class AnswerRequest(Payload):
     max_tokens: int = Field(default=160, ge=16, le=1024)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     collection: str = Field(default="default", min_length=1, max_length=128)
+    recorded: list[RecordedResult] = Field(
+        default_factory=list,
+        max_length=3 * 6,
+        description="A fork (`scriptorium replay --from-step`): the first steps' results, "
+        "used in order instead of calling the agents; the rest runs live.",
+    )
 
 
 class AnswerCitation(Payload):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -39,7 +40,9 @@ class SessionEvent(BaseModel):
     payload: dict[str, Any] | None = None
     summary: str | None = None
     truncated: bool = Field(
-        default=False, description="The payload was too large; only `summary` was kept."
+        default=False,
+        description="The payload was too large: `payload` holds its sha256 and size (and its "
+        "passages when they fit), `summary` its first KiB.",
     )
 
 
@@ -82,7 +85,7 @@ class SessionLog:
                 extra={"session_id": session_id, "kind": kind, "bytes": len(body.encode())},
             )
             summary = _clip(summary or body, min(limit, _PREVIEW_BYTES))
-            body, truncated = "", True
+            body, truncated = _stand_in(payload or {}, body, limit), True
         elif summary is not None and len(summary.encode()) > limit:
             summary, truncated = _clip(summary, limit), True
         reply = await lua.APPEND(
@@ -109,7 +112,7 @@ class SessionLog:
             recipient=recipient,
             kind=kind,
             task_id=task_id,
-            payload=None if truncated else payload and json.loads(body),
+            payload=json.loads(body) if body else None,
             summary=summary,
             truncated=truncated,
         )
@@ -170,6 +173,19 @@ def _exclusive(after: str | None) -> str:
             f"{after!r} is not a stream id: pass the `id` of the last event you received"
         )
     return f"({after}"
+
+
+def _stand_in(payload: dict[str, Any], body: str, limit: int) -> str:
+    """What is kept of an oversize payload: its SHA-256 and size, plus its passages when
+    they fit (a replay can reuse the passages; the hash tells whether a rerun matches)."""
+    data = body.encode()
+    kept: dict[str, Any] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    passages = payload.get("passages")
+    if passages is not None:
+        with_passages = json.dumps({**kept, "passages": passages}, separators=(",", ":"))
+        if len(with_passages.encode()) <= limit:
+            return with_passages
+    return json.dumps(kept, separators=(",", ":"))
 
 
 def _clip(value: str, limit: int) -> str:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from protocol.payloads import Document, IngestReport, SearchRequest, SearchResult, SkippedFile
     from registry.events import SessionEvent
     from registry.records import AgentRecord
+    from scriptorium.replay import Recording
+    from scriptorium.rerun import RunDiff
 
 app = typer.Typer(
     help="Scriptorium: A2A agents that answer questions with grounded, cited, checked text.",
@@ -542,9 +544,28 @@ def replay_session(
     follow: Annotated[
         bool, typer.Option("--follow", help="Tail a live session until it closes.")
     ] = False,
+    rerun: Annotated[
+        bool,
+        typer.Option(
+            "--rerun",
+            help="Ask the live agents the recorded question again; print what changed and "
+            "the first step where the runs diverge.",
+        ),
+    ] = False,
+    from_step: Annotated[
+        int | None,
+        typer.Option(
+            help="Fork: rerun from step N, with the results recorded before it (passages, "
+            "drafts, critiques) reused instead of asked again.",
+            min=1,
+        ),
+    ] = None,
     registry_url: Annotated[str | None, typer.Option(help="Discovery endpoint.")] = None,
 ) -> None:
-    """What happened in a session, step by step, from its recorded log (no agent needs to run)."""
+    """What happened in a session, step by step, from its recorded log (no agent needs to run).
+
+    With --rerun or --from-step the live agents answer again and the two runs are compared.
+    """
     from registry.client import RegistryClient
     from scriptorium.replay import Recording, Step, load, replay, timeline_table, to_jsonl
 
@@ -582,7 +603,9 @@ def replay_session(
                 2,
             )
         recording = found
-    if as_json:
+    if rerun or from_step is not None:
+        _rerun(recording, from_step, registry_url, as_json=as_json)
+    elif as_json:
         print(recording.model_dump_json(indent=1))
     elif as_jsonl:
         print(to_jsonl(recording), end="")
@@ -597,6 +620,33 @@ def replay_session(
         asyncio.run(replay(recording, show, speed=speed))
     else:
         out.print(timeline_table(recording))
+
+
+def _rerun(
+    recording: Recording, from_step: int | None, registry_url: str | None, *, as_json: bool
+) -> None:
+    """Answer the recording's question again on the live stack and show the diff."""
+    from scriptorium.ask import ANSWER_TIMEOUT_S
+    from scriptorium.rerun import diff_view, rerun, rerun_request
+
+    try:
+        rerun_request(recording, from_step)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+
+    def progress(text: str, data: dict[str, object]) -> None:
+        if not as_json:
+            console.print(f"[dim]{escape(text)}[/dim]")
+
+    async def work(peers: Peers) -> RunDiff:
+        _, diff = await rerun(recording, peers, from_step=from_step, on_progress=progress)
+        return diff
+
+    diff = _on_stack(registry_url, work, request_timeout_s=ANSWER_TIMEOUT_S)
+    if as_json:
+        print(diff.model_dump_json(indent=1))
+    else:
+        out.print(diff_view(diff))
 
 
 DIRECT_HELP = (

@@ -60,7 +60,7 @@ def timeline(recording: Recording) -> list[Step]:
             sender=event.sender,
             recipient=event.recipient,
             kind=event.kind,
-            summary=_summary(event),
+            summary=describe(event),
             task_id=event.task_id,
             duration_ms=_duration(event),
         )
@@ -121,7 +121,7 @@ def summarize(recording: Recording) -> SessionSummary:
         question=asked.get("question") if isinstance(asked.get("question"), str) else None,
         verdict=answered.get("verdict") if isinstance(answered.get("verdict"), str) else None,
         rounds=rounds if isinstance(rounds, int) else None,
-        failed=None if failed is None else f"{failed.kind}: {_summary(failed)}",
+        failed=None if failed is None else f"{failed.kind}: {describe(failed)}",
         bindings=session.bindings if session else {},
     )
 
@@ -193,7 +193,7 @@ def _dump(session: Session | None) -> object:
     return None if session is None else session.model_dump(mode="json")
 
 
-def _summary(event: SessionEvent) -> str:
+def describe(event: SessionEvent) -> str:
     if event.summary:
         return event.summary
     payload = event.payload or {}

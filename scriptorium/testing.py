@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -117,6 +118,24 @@ async def wait_for(
             return
         await asyncio.sleep(0.1)
     pytest.fail(f"{what} within {timeout_s:.0f}s")
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``scriptorium ARGS`` in a child process; its exit code, stdout and stderr.
+
+    Tables come out as wide as a terminal would show them (``COLUMNS=240``).
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scriptorium",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "240", **(env or {})},
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
 
 
 # --- serving apps and stacks -----------------------------------------------------------------

@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,7 +40,9 @@ from scriptorium.ask import ANSWER_TIMEOUT_S, ask
 from scriptorium.corpora import DEMO_QUESTIONS, demo_documents
 from scriptorium.inline import ingest_documents
 from scriptorium.launcher import Stack
-from scriptorium.testing import StackFactory, running_agent, wait_for
+from scriptorium.replay import Recording
+from scriptorium.rerun import RunDiff
+from scriptorium.testing import StackFactory, run_cli, running_agent, wait_for
 
 pytestmark = pytest.mark.slow
 PLANTED = Document(
@@ -133,6 +136,60 @@ async def test_answer_cites_retrieved_passages_and_logs_every_exchange(
     timed = [e for e in log if e["kind"].endswith(".result") and e["kind"] != "answer.result"]
     assert all(e["payload"]["ms"] > 0 for e in timed if e.get("payload"))
     assert {e["sender"] for e in log} >= {"orchestrator", "writer"}
+
+
+async def test_rerun_names_the_first_divergence_and_a_fork_reuses_the_recorded_passages(
+    stack: Stack, collection: str, tmp_path: Path
+) -> None:
+    original = await answer(stack, collection, "How tall is the Zorblat Tower?", max_rounds=1)
+    url = ("--registry-url", stack.registry_url)
+    code, out, err = await run_cli("replay", original.session_id, "--json", *url)
+    assert code == 0, err
+    recording = Recording.model_validate_json(out)
+    by_kind = {e.kind: e for e in reversed(recording.events)}  # the first of each kind
+    searched, written = by_kind["search.result"], by_kind["write.result"]
+    assert searched.task_id, "a result names the remote task that produced it"
+    assert written.payload is not None
+
+    # A recording whose draft says something else: the live rerun differs from that step on.
+    tampered = recording.model_copy(deep=True)
+    for event in tampered.events:
+        if event.seq == written.seq and event.payload is not None:
+            event.payload["text"] = "The Zorblat Tower is made of cheese."
+        if event.kind == "answer.result" and event.payload is not None:
+            event.payload["text"] = "The Zorblat Tower is made of cheese."
+    exported = tmp_path / "tampered.json"
+    exported.write_text(tampered.model_dump_json(), encoding="utf-8")
+    code, out, err = await run_cli("replay", "--import", str(exported), "--rerun", "--json", *url)
+    assert code == 0, err
+    diff = RunDiff.model_validate_json(out)
+    assert not diff.same
+    assert diff.first_divergence is not None
+    assert diff.first_divergence.recorded_step == written.seq, diff.first_divergence
+    assert "text" in diff.first_divergence.fields
+    assert any(c.what == "text" for c in diff.answer_changes)
+    assert diff.rerun_session != original.session_id
+
+    # A fork at the first write: the recorded passages are reused, the writer runs live.
+    write_request = by_kind["write.request"]
+    code, out, err = await run_cli(
+        "replay", original.session_id, "--from-step", str(write_request.seq), "--json", *url
+    )
+    assert code == 0, err
+    fork = RunDiff.model_validate_json(out)
+    assert fork.reused_steps == [searched.seq]
+    assert fork.first_divergence is None or fork.first_divergence.recorded_step != searched.seq
+    log = events(stack, fork.rerun_session)
+    reused = [e for e in log if e["kind"] == "search.result"]
+    assert [e["payload"]["replayed"] for e in reused] == [searched.seq]
+    assert reused[0]["payload"]["passages"] == searched.payload["passages"]  # type: ignore[index]
+    asked = [e for e in log if e["kind"] == "search.request"]
+    assert all(e["recipient"] == "orchestrator" for e in asked), "no retriever was asked"
+    assert any(e["kind"] == "write.result" and "replayed" not in e["payload"] for e in log)
+
+    code, _, err = await run_cli("replay", original.session_id, "--from-step", "1", *url)
+    assert code == 2
+    assert "--from-step takes a step after the question" in err
 
 
 async def test_critic_catches_a_planted_unsupported_sentence(stack: Stack) -> None:

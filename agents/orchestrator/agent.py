@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
 from a2a.helpers import new_data_part, new_text_part
 from a2a.types import StreamResponse, Task
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from agents.orchestrator.loop import Critiqued, Done, Drafted, Retrieved, answer_rounds
 from agents.scaffold.app import AgentParts
@@ -26,6 +27,7 @@ from agents.scaffold.settings import AgentSettings
 from protocol.cards import CardSpec, Skill
 from protocol.client import SkillFailed, UpdateCallback
 from protocol.payloads import (
+    RECORD_ANNOTATIONS,
     Answer,
     AnswerCitation,
     AnswerRequest,
@@ -34,6 +36,7 @@ from protocol.payloads import (
     CritiqueRequest,
     Draft,
     Passage,
+    RecordedResult,
     SearchRequest,
     SearchResult,
     SentenceVerdict,
@@ -113,8 +116,13 @@ class Orchestrator:
         started = time.perf_counter()
         async with self.peers.session(ROLES) as session:
             await call.progress(f"session {session.id}", phase="session", session_id=session.id)
-            await session.note("answer.request", payload=request.model_dump(mode="json"))
-            team = SessionTeam(session, call)
+            await session.note(
+                "answer.request", payload=request.model_dump(mode="json", exclude={"recorded"})
+            )
+            if request.recorded:
+                steps = [r.step for r in request.recorded]
+                await session.note("answer.fork", payload={"recorded_steps": steps})
+            team = SessionTeam(session, call, request.recorded)
             timings = {"retrieve": 0.0, "write": 0.0, "critique": 0.0, "engine": 0.0}
             done: Done | None = None
             async for event in answer_rounds(request, team):
@@ -155,16 +163,9 @@ class Orchestrator:
             assert done is not None
             timings["total"] = round((time.perf_counter() - started) * 1000, 2)
             answer = build_answer(request, done, session.id, timings)
+            # The whole answer but its history (the steps before it are in the log already).
             await session.note(
-                "answer.result",
-                payload={
-                    "text": answer.text,
-                    "verdict": answer.verdict,
-                    "rounds": answer.rounds,
-                    "extractive": answer.extractive,
-                    "abstained": answer.abstained,
-                    "timings_ms": timings,
-                },
+                "answer.result", payload=answer.model_dump(mode="json", exclude={"history"})
             )
         # Text for generic A2A clients (ADK's RemoteA2aAgent, chat UIs) beside the data, in
         # one last chunk: a streaming client takes it as the final answer, not a partial one.
@@ -178,9 +179,12 @@ class Orchestrator:
 class SessionTeam:
     """The loop's :class:`~agents.orchestrator.loop.Team` over one session's instances."""
 
-    def __init__(self, session: TeamSession, call: SkillCall) -> None:
+    def __init__(
+        self, session: TeamSession, call: SkillCall, recorded: Sequence[RecordedResult] = ()
+    ) -> None:
         self.session = session
         self.call = call
+        self.recorded = deque(recorded)
 
     async def search(self, request: SearchRequest) -> list[Passage]:
         result = await self._step("retriever", request, SearchResult)
@@ -210,12 +214,36 @@ class SessionTeam:
         result: type[M],
         on_update: UpdateCallback | None = None,
     ) -> M:
+        skill = ROLES[role]
+        if self.recorded:
+            recorded = self.recorded.popleft()
+            if recorded.skill == skill:
+                return await self._replayed(recorded, payload, result)
+            # The loop asked for another step than the recording holds: run live from here.
+            self.recorded.clear()
         try:
             return await self.session.call(role, payload, result=result, on_update=on_update)
         except SkillFailed as exc:
             if exc.rejected:
                 raise BadRequest(f"the {role} refused the request: {exc.reason}") from exc
             raise SkillError(f"the {role} failed: {exc.reason}") from exc
+
+    async def _replayed(self, recorded: RecordedResult, payload: BaseModel, result: type[M]) -> M:
+        """A step answered from the recording: logged like a live one, marked ``replayed``."""
+        try:
+            answer = result.model_validate(
+                {k: v for k, v in recorded.result.items() if k not in RECORD_ANNOTATIONS}
+            )
+        except ValidationError as exc:
+            raise BadRequest(
+                f"recorded step {recorded.step} is not a valid {result.__name__}: {exc}"
+            ) from exc
+        marker = {"replayed": recorded.step}
+        request = {**payload.model_dump(mode="json"), **marker}
+        await self.session.note(f"{recorded.skill}.request", payload=request)
+        body = {**answer.model_dump(mode="json"), **marker, "ms": 0.0}
+        await self.session.note(f"{recorded.skill}.result", payload=body)
+        return answer
 
 
 def build_answer(

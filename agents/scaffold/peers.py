@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 from a2a.client import Client
+from a2a.types import StreamResponse, Task
 from pydantic import BaseModel
 
 from agents.scaffold.executor import SkillError
@@ -239,6 +240,7 @@ class TeamSession:
             if record is not None:
                 started = time.perf_counter()
                 await self.note(f"{skill}.request", recipient=record.id, payload=_dump(payload))
+                observe = _TaskIdTap(on_update)
                 try:
                     answer = await self.peers.call(
                         skill,
@@ -246,7 +248,7 @@ class TeamSession:
                         result=result,
                         record=record,
                         context_id=self.id,
-                        on_update=on_update,
+                        on_update=observe,
                     )
                 except Exception as exc:
                     # A task whose instance died (orphaned) counts as unreachable: rebind.
@@ -256,6 +258,7 @@ class TeamSession:
                             recipient=record.id,
                             summary=str(exc),
                             payload={"ms": _ms(started)},
+                            task_id=exc.task.id or observe.task_id,
                         )
                         raise
                     if not is_unreachable(exc):
@@ -273,7 +276,12 @@ class TeamSession:
                 else:
                     body = _dump(answer)
                     body["ms"] = _ms(started)
-                    await self.note(f"{skill}.result", recipient=record.id, payload=body)
+                    await self.note(
+                        f"{skill}.result",
+                        recipient=record.id,
+                        payload=body,
+                        task_id=observe.task_id,
+                    )
                     return answer
             if attempt == 1 and not await self._rebind(role):
                 break
@@ -290,6 +298,7 @@ class TeamSession:
         recipient: str = "",
         payload: dict[str, Any] | None = None,
         summary: str | None = None,
+        task_id: str | None = None,
     ) -> None:
         """Append an event to the session's log (best effort: a log outage is logged)."""
         events = self.peers.events
@@ -301,6 +310,7 @@ class TeamSession:
                 sender=self.peers.caller,
                 recipient=recipient or self.peers.caller,
                 kind=kind,
+                task_id=task_id,
                 payload=payload,
                 summary=summary,
             )
@@ -340,6 +350,19 @@ class TeamSession:
             await self.note("session.rebind_failed", summary=f"{role}: {exc}")
             return False
         return True
+
+
+class _TaskIdTap:
+    """An update callback that remembers the remote task's id, then passes the event on."""
+
+    def __init__(self, on_update: UpdateCallback | None) -> None:
+        self.on_update = on_update
+        self.task_id: str | None = None
+
+    async def __call__(self, event: StreamResponse, task: Task) -> None:
+        self.task_id = self.task_id or task.id or None
+        if self.on_update is not None:
+            await self.on_update(event, task)
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -80,7 +82,8 @@ async def test_oversize_payload_is_stored_truncated(
         session.id, sender="writer", recipient="orchestrator", kind="draft", payload=big
     )
     assert event.truncated is True
-    assert event.payload is None
+    body = json.dumps(big, separators=(",", ":")).encode()
+    assert event.payload == {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
     assert event.summary is not None
     assert event.summary.startswith('{"text":"xxx')
     assert len(event.summary.encode()) <= 1024
@@ -91,6 +94,19 @@ async def test_oversize_payload_is_stored_truncated(
     )
     assert summarised.summary == "a long draft"
     assert summarised.truncated is True
+
+    passages = [{"chunk_id": f"c{i}", "text": "a passage"} for i in range(3)]
+    searched = await session_log.append(
+        session.id,
+        sender="r",
+        recipient="o",
+        kind="search.result",
+        payload={**big, "passages": passages},
+    )
+    assert searched.truncated is True
+    assert searched.payload is not None
+    assert searched.payload["passages"] == passages, "the passages are kept for a replay"
+    assert (await session_log.read(session.id))[-1] == searched
 
 
 async def test_append_to_unknown_session_fails(session_log: SessionLog) -> None:

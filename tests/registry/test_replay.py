@@ -18,6 +18,7 @@ from protocol.http import running
 from registry import Registry, RegistrySettings, Session, SessionLog
 from registry.api import create_app
 from scriptorium.replay import Recording, Step, load, replay
+from scriptorium.testing import run_cli
 from tests.registry.conftest import AddAgent
 
 
@@ -53,24 +54,10 @@ async def recorded(registry: Registry, session_log: SessionLog, add_agent: AddAg
     return session
 
 
-async def cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scriptorium",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "240"},  # a table as wide as a terminal would show it
-    )
-    out, err = await process.communicate()
-    return process.returncode or 0, out.decode(), err.decode()
-
-
 async def test_a_session_is_listed_shown_exported_and_imported_unchanged(
     registry_url: str, recorded: Session, tmp_path: Path
 ) -> None:
-    code, out, err = await cli("sessions", "--json", "--registry-url", registry_url)
+    code, out, err = await run_cli("sessions", "--json", "--registry-url", registry_url)
     assert code == 0, err
     listed = {s["id"]: s for s in json.loads(out)}
     mine = listed[recorded.id]
@@ -81,14 +68,14 @@ async def test_a_session_is_listed_shown_exported_and_imported_unchanged(
     assert mine["bindings"] == recorded.bindings
     assert mine["duration_s"] >= 0.2
 
-    code, out, err = await cli("sessions", "--since", "1h", "--registry-url", registry_url)
+    code, out, err = await run_cli("sessions", "--since", "1h", "--registry-url", registry_url)
     assert code == 0, err
     assert "Who launched Sputnik 1?" in out
-    code, _, err = await cli("sessions", "--since", "soon", "--registry-url", registry_url)
+    code, _, err = await run_cli("sessions", "--since", "soon", "--registry-url", registry_url)
     assert code == 2
     assert "30m, 2h or 1d" in err
 
-    code, out, err = await cli("replay", recorded.id, "--json", "--registry-url", registry_url)
+    code, out, err = await run_cli("replay", recorded.id, "--json", "--registry-url", registry_url)
     assert code == 0, err
     exported = Recording.model_validate_json(out)
     assert exported.session is not None
@@ -105,17 +92,17 @@ async def test_a_session_is_listed_shown_exported_and_imported_unchanged(
     ]
     assert [e.seq for e in exported.events] == sorted(e.seq for e in exported.events)
 
-    code, out, err = await cli("replay", recorded.id, "--jsonl", "--registry-url", registry_url)
+    code, out, err = await run_cli("replay", recorded.id, "--jsonl", "--registry-url", registry_url)
     assert code == 0, err
     exported_file = tmp_path / "session.jsonl"
     exported_file.write_text(out, encoding="utf-8")
     assert load(exported_file) == exported, "JSON Lines round-trips to the same recording"
 
-    code, out, err = await cli("replay", "--import", str(exported_file), "--json")
+    code, out, err = await run_cli("replay", "--import", str(exported_file), "--json")
     assert code == 0, err
     assert Recording.model_validate_json(out) == exported
 
-    code, out, err = await cli("replay", "--import", str(exported_file))
+    code, out, err = await run_cli("replay", "--import", str(exported_file))
     assert code == 0, err
     assert "search.result" in out
     assert "12 ms" in out, "a result shows how long it took"
@@ -123,7 +110,7 @@ async def test_a_session_is_listed_shown_exported_and_imported_unchanged(
 
 
 async def test_an_unknown_session_says_so_and_how_long_logs_are_kept(registry_url: str) -> None:
-    code, _, err = await cli("replay", "s-nosuchsession", "--registry-url", registry_url)
+    code, _, err = await run_cli("replay", "s-nosuchsession", "--registry-url", registry_url)
     assert code == 2
     assert "no session 's-nosuchsession'" in err
     assert "logs are kept" in err
