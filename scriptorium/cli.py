@@ -567,7 +567,14 @@ def replay_session(
     With --rerun or --from-step the live agents answer again and the two runs are compared.
     """
     from registry.client import RegistryClient
-    from scriptorium.replay import Recording, Step, load, replay, timeline_table, to_jsonl
+    from scriptorium.replay import (
+        Step,
+        load,
+        read_recording,
+        replay,
+        timeline_table,
+        to_jsonl,
+    )
 
     if (session_id is None) == (import_file is None):
         _fail("give a session id or --import FILE (not both)", 2)
@@ -586,10 +593,7 @@ def replay_session(
 
         async def read(peers: Peers) -> Recording | None:
             assert isinstance(peers.directory, RegistryClient)
-            events = await peers.directory.session_events(session_id)
-            if events is None:
-                return None
-            return Recording(session=await peers.directory.session(session_id), events=events)
+            return await read_recording(peers.directory, session_id)
 
         found = _on_stack(registry_url, read)
         if found is None:

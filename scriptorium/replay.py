@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from rich.markup import escape
 from rich.table import Table
 
+from registry.client import RegistryClient
 from registry.events import SessionEvent
 from registry.sessions import Session
 
@@ -49,6 +50,14 @@ class Step(BaseModel):
     duration_ms: float | None = Field(description="What a result or failure reports it took.")
 
 
+async def read_recording(registry: RegistryClient, session_id: str) -> Recording | None:
+    """A session and its whole log, read from the registry's HTTP API (None: not kept)."""
+    events = await registry.session_events(session_id)
+    if events is None:
+        return None
+    return Recording(session=await registry.session(session_id), events=events)
+
+
 def timeline(recording: Recording) -> list[Step]:
     """The recording's events as steps, in log order."""
     events = recording.events
@@ -71,7 +80,11 @@ def timeline(recording: Recording) -> list[Step]:
 def timeline_table(recording: Recording) -> Table:
     """A Rich table of the timeline (every string from the log escaped)."""
     session = recording.session
-    title = f"session {session.id} · {session.state}" if session else "session (log only)"
+    title = (
+        f"session {session.id} · {session.state} · trace {session.trace_id}"
+        if session
+        else "session (log only)"
+    )
     table = Table(title=escape(title), expand=False)
     for column in ("#", "offset", "from → to", "kind", "summary", "task", "took"):
         table.add_column(column, overflow="fold")

@@ -26,7 +26,7 @@ from protocol.payloads import RECORD_ANNOTATIONS, AnswerRequest, RecordedResult
 from registry.client import RegistryClient
 from registry.events import SessionEvent
 from scriptorium.ask import ask
-from scriptorium.replay import Recording, describe
+from scriptorium.replay import Recording, describe, read_recording
 
 #: The steps an answer is made of: the question, each agent's request and result, the answer.
 _EXCHANGE = re.compile(r"(answer|search|write|critique)\.(request|result|failed|unreachable)")
@@ -104,9 +104,10 @@ async def rerun(
     directory = peers.directory
     if not isinstance(directory, RegistryClient):
         raise TypeError("rerun reads the new session through the registry's HTTP API")
-    events = await directory.session_events(answer.session_id) or []
-    rerun_recording = Recording(session=await directory.session(answer.session_id), events=events)
-    return rerun_recording, compare(recording, rerun_recording, from_step=from_step)
+    found = await read_recording(directory, answer.session_id)
+    if found is None:
+        raise ValueError(f"the rerun's session {answer.session_id} is not in the registry")
+    return found, compare(recording, found, from_step=from_step)
 
 
 def compare(recorded: Recording, rerun: Recording, *, from_step: int | None = None) -> RunDiff:
