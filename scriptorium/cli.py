@@ -82,16 +82,54 @@ def agents_table(records: list[dict[str, Any]]) -> Table:
     now = time.time()
     for record in sorted(records, key=lambda r: (r["name"], r["id"])):
         state = record["state"]
-        table.add_row(
-            record["name"],
-            f"[{colours.get(state, 'white')}]{state}[/]",
-            record["url"],
-            ", ".join(record["skills"]),
+        table.add_row(  # every string comes from a card or the registry: escaped
+            escape(str(record["name"])),
+            Text(str(state), style=colours.get(state, "white")),
+            escape(str(record["url"])),
+            escape(", ".join(map(str, record["skills"]))),
             str(record["load"]),
             f"{record['leased']}/{record['capacity']}",
             f"{max(0.0, now - _epoch_s(record['last_seen'])):.1f}s ago",
         )
     return table
+
+
+class AgentsView:
+    """The live table of ``scriptorium up``: the registry's records, or while the registry
+    (or its Redis) is unreachable, the last records seen and why they are stale. An outage
+    is said once when it starts and once when it ends; it never stops the stack."""
+
+    def __init__(self, read: Callable[[], list[dict[str, Any]]]) -> None:
+        self.read = read
+        self.records: list[dict[str, Any]] = []
+        self.outage: str | None = None
+
+    def refresh(self) -> Table:
+        try:
+            self.records = self.read()
+        except httpx.HTTPError as exc:
+            reason = _http_reason(exc)
+            if self.outage is None:
+                console.print(
+                    f"[yellow]registry unreachable[/] ({escape(reason)}); the stack keeps "
+                    "running and the table shows the last records seen; retrying every second"
+                )
+            self.outage = reason
+        else:
+            if self.outage is not None:
+                console.print("[green]registry reachable again[/]")
+            self.outage = None
+        table = agents_table(self.records)
+        if self.outage is not None:
+            table.caption = escape(f"registry unreachable: {self.outage} (last records shown)")
+        return table
+
+
+def _http_reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        body = " ".join(exc.response.text.split())[:160]
+        return f"HTTP {exc.response.status_code}: {body}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _epoch_s(value: float) -> float:
@@ -117,12 +155,14 @@ def up(
         console.print(f"registry: {stack.registry_url}   redis: {stack.redis_url}")
         console.print(f"logs: {stack.log_dir}   (Ctrl-C stops everything)")
         stack.wait_healthy(timeout_s=STACK_START_TIMEOUT_S)
-        with Live(agents_table(stack.agents_json()), console=out, auto_refresh=False) as view:
+        agents_view = AgentsView(stack.agents_json)
+        with Live(agents_view.refresh(), console=out, auto_refresh=False) as view:
             while True:
                 time.sleep(1.0)
-                stack._check_alive()
+                stack.check_alive()
+                table = agents_view.refresh()
                 if live:
-                    view.update(agents_table(stack.agents_json()), refresh=True)
+                    view.update(table, refresh=True)
     except KeyboardInterrupt:
         console.print("stopping ...")
     except StackError as exc:

@@ -167,7 +167,7 @@ class Stack:
         wanted = set(self.agents)
         records: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             try:
                 records = self.agents_json()
             except httpx.HTTPError:
@@ -183,7 +183,8 @@ class Stack:
             f"not healthy after {timeout_s:.0f}s: {missing or 'registry'}; logs in {self.log_dir}"
         )
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise :class:`StackError` naming the first component that has exited."""
         for name, process in self.processes.items():
             if process.poll() is not None:
                 raise StackError(
