@@ -2,6 +2,11 @@
 
 Create one :func:`http_client` per process and one A2A ``Client`` per agent (by card, so
 no card fetch happens per call), then use :func:`call_skill`.
+
+Every call made through :func:`open_client`'s clients carries the active W3C trace context
+(``traceparent``/``tracestate``: HTTP headers on JSON-RPC and HTTP+JSON, metadata on gRPC),
+and :func:`call_skill` wraps each call in an ``invoke_agent {agent}`` CLIENT span
+(:mod:`protocol.telemetry`), so the callee's span is its child.
 """
 
 from __future__ import annotations
@@ -9,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 import grpc
 import httpx
-from a2a.client import Client, ClientCallContext, ClientConfig, create_client
+from a2a.client import A2ACardResolver, Client, ClientCallContext, ClientConfig, create_client
 from a2a.client.errors import A2AClientTimeoutError
+from a2a.client.interceptors import AfterArgs, BeforeArgs, ClientCallInterceptor
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
 from a2a.server.tasks.task_manager import append_artifact_to_task
 from a2a.types import (
@@ -33,8 +40,10 @@ from a2a.types import (
 )
 from a2a.utils.errors import TaskNotFoundError
 from google.protobuf.struct_pb2 import Struct
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from pydantic import BaseModel
 
+from protocol import telemetry
 from protocol.cards import SKILL_METADATA_KEY
 from protocol.streams import (
     ORPHANED,
@@ -56,6 +65,8 @@ Reconnect = Callable[[], Awaitable[Client]]
 RESUME_ATTEMPTS = 6
 RESUME_BACKOFF_S = 0.1
 M = TypeVar("M", bound=BaseModel)
+#: The agent each client made by :func:`open_client` talks to (names its spans).
+_AGENT_NAMES: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()
 
 
 class SkillFailed(RuntimeError):
@@ -110,7 +121,33 @@ async def open_client(
         use_client_preference=True,
         grpc_channel_factory=lambda url: grpc_channel(url, http),
     )
-    return await create_client(agent, client_config=config)
+    card = (
+        agent
+        if isinstance(agent, AgentCard)
+        else await A2ACardResolver(http, agent).get_agent_card()
+    )
+    client = await create_client(
+        card, client_config=config, interceptors=[TraceContextPropagation()]
+    )
+    _AGENT_NAMES[client] = card.name
+    return client
+
+
+class TraceContextPropagation(ClientCallInterceptor):
+    """Sends the active trace context with every call, whatever the transport: the SDK turns
+    service parameters into HTTP headers (JSON-RPC, HTTP+JSON) or gRPC metadata."""
+
+    async def before(self, args: BeforeArgs) -> None:
+        carrier = telemetry.inject()
+        if not carrier:
+            return  # no active trace: nothing to send
+        context = args.context or ClientCallContext()
+        args.context = context.model_copy(
+            update={"service_parameters": {**(context.service_parameters or {}), **carrier}}
+        )
+
+    async def after(self, args: AfterArgs) -> None:
+        del args
 
 
 def grpc_channel(url: str, http: httpx.AsyncClient) -> grpc.aio.Channel:
@@ -226,6 +263,43 @@ async def call_skill(
     and the resume cursor (:mod:`protocol.streams`), through ``reconnect()`` when given (e.g.
     another replica of the agent): each event reaches ``on_update`` exactly once.
     """
+    agent = _AGENT_NAMES.get(client, "")
+    with telemetry.tracer().start_as_current_span(
+        f"invoke_agent {agent}" if agent else "invoke_agent",
+        kind=SpanKind.CLIENT,
+        attributes={
+            telemetry.OPERATION: "invoke_agent",
+            telemetry.AGENT_NAME: agent,
+            telemetry.SKILL: skill,
+        },
+    ) as span:
+        task = await _follow(client, skill, payload, context_id, on_update, reconnect, span)
+        if span.is_recording():
+            state = TaskState.Name(task.status.state)
+            span.set_attribute(telemetry.TASK_STATE, state)
+            if task.status.state != TaskState.TASK_STATE_COMPLETED:
+                span.set_status(StatusCode.ERROR, state)
+    if task.status.state != TaskState.TASK_STATE_COMPLETED:
+        raise SkillFailed(task)
+    if result is None:
+        return task
+    data = task_data(task)
+    if not data:
+        raise RuntimeError(f"skill {skill!r} completed without a data artifact")
+    return result.model_validate(data[-1])
+
+
+async def _follow(
+    client: Client,
+    skill: str,
+    payload: BaseModel | dict[str, Any] | str,
+    context_id: str | None,
+    on_update: UpdateCallback | None,
+    reconnect: Reconnect | None,
+    span: Span,
+) -> Task:
+    """Send the request and follow its stream, resuming it when it breaks off, until the
+    task settles; returns the task however it ended. ``span`` learns the task's ids."""
     task: Task | None = None
     cursor = 0
     failures = 0  # resumes in a row that brought nothing new
@@ -240,7 +314,15 @@ async def call_skill(
                         continue  # already seen before the stream was resumed
                     cursor = seq
                 progressed = True
+                known = task.id if task is not None else ""
                 task = _apply(task, event)
+                if task is not None and task.id != known and span.is_recording():
+                    span.set_attributes(
+                        {
+                            telemetry.TASK_ID: task.id,
+                            telemetry.CONVERSATION_ID: task.context_id or context_id or "",
+                        }
+                    )
                 if on_update is not None and task is not None:
                     await on_update(event, task)
         except asyncio.CancelledError:
@@ -265,14 +347,7 @@ async def call_skill(
         )
     if task is None:
         raise RuntimeError(f"skill {skill!r} answered with no task")
-    if task.status.state != TaskState.TASK_STATE_COMPLETED:
-        raise SkillFailed(task)
-    if result is None:
-        return task
-    data = task_data(task)
-    if not data:
-        raise RuntimeError(f"skill {skill!r} completed without a data artifact")
-    return result.model_validate(data[-1])
+    return task
 
 
 async def _cancel_quietly(client: Client, task_id: str, timeout_s: float = 5.0) -> None:

@@ -5,6 +5,10 @@ of a ``tokens`` artifact, then a ``generation`` artifact with the final text and
 Every task is one streaming request to the engine, so concurrent tasks share its continuous
 batch; cancelling a task closes that request and vLLM aborts it. The same agent serves an
 OpenAI-compatible ``/v1`` and relays vLLM's metrics on ``/metrics``.
+
+Each generation is a ``chat {model}`` CLIENT span (GenAI semantic conventions: the request's
+model and sampling parameters, the response's model, finish reason and token usage) inside
+the task's ``invoke_agent inference`` span; its ``traceparent`` goes to vLLM with the request.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.trace import SpanKind
 
 from agents.inference import metrics
 from agents.inference.engine import Engine, open_engine
@@ -22,6 +29,7 @@ from agents.inference.upstream import UpstreamError
 from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import BadRequest, SkillCall, SkillError
 from agents.scaffold.settings import AgentSettings
+from protocol import telemetry
 from protocol.cards import CardSpec, Skill
 from protocol.payloads import ChatMessage, GenerateRequest, Generation, Usage
 
@@ -116,15 +124,48 @@ class Inference:
         if not self.engine.ready:
             raise SkillError("the inference engine is starting (or restarting); retry shortly")
         body = self._body(request)
+        with telemetry.tracer().start_as_current_span(
+            f"chat {body['model']}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                telemetry.OPERATION: "chat",
+                telemetry.PROVIDER: "vllm",
+                telemetry.REQUEST_MODEL: str(body["model"]),
+                telemetry.REQUEST_MAX_TOKENS: request.max_tokens,
+                telemetry.REQUEST_TEMPERATURE: request.temperature,
+                telemetry.REQUEST_TOP_P: request.top_p,
+                telemetry.SERVER_ADDRESS: urlsplit(self.engine.upstream.root_url).hostname or "",
+            },
+        ) as span:
+            generation, answered_by = await self._generate(call, body)
+            finish = generation.finish_reason
+            telemetry.annotate(
+                {
+                    telemetry.RESPONSE_MODEL: answered_by,
+                    telemetry.RESPONSE_FINISH_REASONS: [finish] if finish else None,
+                    telemetry.INPUT_TOKENS: generation.usage.prompt_tokens,
+                    telemetry.OUTPUT_TOKENS: generation.usage.completion_tokens,
+                    telemetry.TTFT_MS: generation.usage.ttft_ms,
+                    telemetry.REQUEST_SEED: request.seed,
+                },
+                span,
+            )
+        await call.emit(generation, name=GENERATION_ARTIFACT)
+
+    async def _generate(self, call: SkillCall, body: dict[str, Any]) -> tuple[Generation, str]:
+        """Stream one chat completion from the engine, tokens forwarded as they come; the
+        generation, and the model the engine says answered."""
         started = time.perf_counter()
         first_token_at: float | None = None
         last_flush = 0.0
         text: list[str] = []
         pending: list[str] = []
         finish_reason: str | None = None
-        usage: dict[str, int] = {}
+        usage: dict[str, Any] = {}
+        response_model = str(body["model"])
         try:
             async for chunk in self.engine.upstream.stream_chat(body):
+                response_model = str(chunk.get("model") or response_model)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices", ()):
                     finish_reason = choice.get("finish_reason") or finish_reason
@@ -158,20 +199,18 @@ class Inference:
         completion_tokens = int(usage.get("completion_tokens", 0))
         metrics.TOKENS.labels("prompt").inc(prompt_tokens)
         metrics.TOKENS.labels("completion").inc(completion_tokens)
-        await call.emit(
-            Generation(
-                text="".join(text),
-                finish_reason=finish_reason,
-                model=str(body["model"]),
-                usage=Usage(
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    ttft_ms=round(((first_token_at or ended) - started) * 1000, 2),
-                    duration_ms=round((ended - started) * 1000, 2),
-                ),
+        generation = Generation(
+            text="".join(text),
+            finish_reason=finish_reason,
+            model=str(body["model"]),
+            usage=Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                ttft_ms=round(((first_token_at or ended) - started) * 1000, 2),
+                duration_ms=round((ended - started) * 1000, 2),
             ),
-            name=GENERATION_ARTIFACT,
         )
+        return generation, response_model
 
 
 def parts(settings: InferenceSettings) -> AgentParts:

@@ -162,6 +162,8 @@ class ManagedEngine:
             args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
         if s.max_num_seqs is not None:
             args += ["--max-num-seqs", str(s.max_num_seqs)]
+        if s.engine_otlp_traces_endpoint:
+            args += ["--otlp-traces-endpoint", s.engine_otlp_traces_endpoint]
         return args + list(s.engine_args)
 
     def environment(self) -> dict[str, str]:
@@ -175,6 +177,9 @@ class ManagedEngine:
         if self.settings.resolved_device == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.cpu_kv_cache_gib:g}")
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        if not self.settings.engine_otlp_traces_endpoint:
+            # vLLM's engine processes trace whenever this is set: only when asked to.
+            env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
         return env
 
     async def start(self) -> None:

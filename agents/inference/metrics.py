@@ -8,11 +8,17 @@ ENGINE_UP = Gauge("scriptorium_inference_engine_up", "1 while the vLLM engine is
 ENGINE_RESTARTS = Counter(
     "scriptorium_inference_engine_restarts_total", "Times the managed vLLM server was restarted."
 )
+#: The ``kind`` label of :data:`TOKENS`: the prompt's tokens, and the generated ones.
+TOKEN_KINDS = ("prompt", "completion")
 TOKENS = Counter(
     "scriptorium_inference_tokens_total",
-    "Tokens processed for A2A generate tasks.",
+    "Tokens of finished A2A generate tasks, from the engine's usage report: kind=prompt "
+    "(tokens read) or kind=completion (tokens generated). The OpenAI-compatible /v1 is not "
+    "counted here; vLLM's vllm:prompt_tokens_total and vllm:generation_tokens_total count all.",
     ["kind"],
 )
+for _kind in TOKEN_KINDS:
+    TOKENS.labels(_kind)  # both series exist (at 0) from the start
 RELAYED_PREFIX = "vllm:"
 
 

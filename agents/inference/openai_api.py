@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from agents.inference.engine import Engine
 
 T = TypeVar("T")
-PASSED_HEADERS = ("content-type", "accept")
+PASSED_HEADERS = ("content-type", "accept", "traceparent", "tracestate")
 
 
 def openai_error(status: int, message: str, kind: str = "ServiceUnavailableError") -> JSONResponse:

@@ -56,6 +56,12 @@ class InferenceSettings(AgentSettings):
         ge=0,
         description="Crashes in a row (each within a minute of being ready) before giving up.",
     )
+    engine_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        description="Have the managed vLLM server export its own request spans over OTLP to "
+        "this endpoint (its --otlp-traces-endpoint, e.g. http://collector:4317); they continue "
+        "the traces of the generate tasks. Unset: vLLM does not trace.",
+    )
     stream_interval_ms: float = Field(
         default=0.0,
         ge=0,

@@ -3,7 +3,8 @@
 One ``httpx.AsyncClient`` per agent, over a Unix socket for the managed engine (no TCP port
 to collide or expose) or TCP for an external URL. Streams are parsed as server-sent events;
 an error, whether an HTTP status or an ``error`` event mid-stream, becomes
-:class:`UpstreamError` carrying vLLM's own message.
+:class:`UpstreamError` carrying vLLM's own message. Every chat request carries the active
+trace context (``traceparent``), which vLLM continues when it traces.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+from protocol import telemetry
 
 
 class UpstreamError(Exception):
@@ -103,7 +106,10 @@ class Upstream:
         vLLM aborts the request and frees its batch slot.
         """
         request = self.http.build_request(
-            "POST", f"{self.base_url}/chat/completions", json={**body, "stream": True}
+            "POST",
+            f"{self.base_url}/chat/completions",
+            json={**body, "stream": True},
+            headers=telemetry.inject(),
         )
         try:
             response = await self.http.send(request, stream=True)

@@ -1,10 +1,17 @@
-"""The retriever agent: skills ``search`` and ``ingest`` over the shared document store."""
+"""The retriever agent: skills ``search`` and ``ingest`` over the shared document store.
+
+A search runs in a ``retrieval {collection}`` span (GenAI semantic conventions: the query,
+the collection as data source, k, and what was found).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+
+from opentelemetry.trace import Span
 
 from agents.retriever.ingest import IngestStats
 from agents.retriever.library import Library, report
@@ -14,8 +21,9 @@ from agents.retriever.store.base import StoreError, StoreUnavailable
 from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import BadRequest, SkillCall, SkillError
 from agents.scaffold.settings import AgentSettings
+from protocol import telemetry
 from protocol.cards import CardSpec, Skill
-from protocol.payloads import IngestRequest, SearchRequest
+from protocol.payloads import IngestRequest, SearchRequest, SearchResult
 
 CARD = CardSpec(
     name="retriever",
@@ -84,7 +92,17 @@ class Retriever:
         if not request.query.strip():
             raise BadRequest("empty query: give the words to search for")
         try:
-            result = await self.library.search(request)
+            with telemetry.tracer().start_as_current_span(
+                f"retrieval {request.collection}",
+                attributes={
+                    telemetry.OPERATION: "retrieval",
+                    telemetry.DATA_SOURCE: request.collection,
+                    telemetry.RETRIEVAL_QUERY: request.query,
+                    telemetry.RETRIEVAL_TOP_K: request.k,
+                },
+            ) as span:
+                result = await self.library.search(request)
+                record_hits(span, result)
             empty = not result.passages and await self.library.is_empty(request.collection)
         except StoreUnavailable as exc:
             raise SkillError(str(exc)) from exc
@@ -138,6 +156,18 @@ class Retriever:
         except StoreError as exc:
             raise BadRequest(str(exc)) from exc
         await call.emit(report(stats))
+
+
+def record_hits(span: Span, result: SearchResult) -> None:
+    """What a search found, on its span: how many passages, and each one's id and score."""
+    if span.is_recording():
+        documents = [{"id": p.chunk_id, "score": round(p.score, 4)} for p in result.passages]
+        span.set_attributes(
+            {
+                telemetry.RETRIEVAL_HITS: len(result.passages),
+                telemetry.RETRIEVAL_DOCUMENTS: json.dumps(documents),
+            }
+        )
 
 
 def build(settings: AgentSettings) -> AgentParts:

@@ -6,6 +6,11 @@ or its only one) -- that is how a generic A2A client's plain text message is ser
 Before anything runs, every part whose media type the skill does not take is refused with
 ContentTypeNotSupported (:class:`SkillContextBuilder`). Handlers receive a :class:`SkillCall`
 and report through it: progress as status updates, results as artifacts.
+
+Each skill runs inside an ``invoke_agent {agent}`` SERVER span (:mod:`protocol.telemetry`)
+whose parent is the caller's span, read from the request's ``traceparent`` (HTTP header or
+gRPC metadata, both in the call context's ``state["headers"]``); the handler's own calls to
+other agents are its children.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCard, Message, Part, Role, SendMessageRequest, Task, TaskState
 from a2a.utils.errors import ContentTypeNotSupportedError
 from google.protobuf import json_format
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel, ValidationError
 
 from agents.scaffold import metrics
+from protocol import telemetry
 from protocol.cards import SKILL_METADATA_KEY, accepted_input_modes
 from protocol.payloads import integral_numbers
 
@@ -133,6 +141,13 @@ class SkillCall:
 
 
 SkillHandler = Callable[[SkillCall], Awaitable[None]]
+#: The A2A state a task ends in, per outcome of its handler (the span's ``a2a.task.state``).
+FINAL_STATES = {
+    "completed": TaskState.Name(TaskState.TASK_STATE_COMPLETED),
+    "rejected": TaskState.Name(TaskState.TASK_STATE_REJECTED),
+    "failed": TaskState.Name(TaskState.TASK_STATE_FAILED),
+    "canceled": TaskState.Name(TaskState.TASK_STATE_CANCELED),
+}
 
 
 def request_shape(model: type[BaseModel]) -> str:
@@ -173,6 +188,14 @@ def named_skill(metadata: Mapping[str, Any], message: Message | None) -> str | N
     if named is None and message is not None and message.metadata:
         named = dict(message.metadata).get(SKILL_METADATA_KEY)
     return str(named) if named is not None else None
+
+
+def request_headers(context: RequestContext) -> Mapping[str, Any]:
+    """The request's HTTP headers, or its gRPC metadata (the gRPC context builder puts it in
+    the same place), with lower-case names."""
+    call = context.call_context
+    headers = call.state.get("headers") if call is not None else None
+    return headers if isinstance(headers, Mapping) else {}
 
 
 class SkillExecutor(AgentExecutor):
@@ -222,17 +245,39 @@ class SkillExecutor(AgentExecutor):
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         skill = self.skill_for(context.metadata, context.message)
-        if skill is None or skill not in self.handlers:
-            known = ", ".join(sorted(self.handlers))
-            reason = (
-                f"unknown skill {skill!r}" if skill else "the request names no skill"
-            ) + f"; set message metadata {{'{SKILL_METADATA_KEY}': ...}} to one of: {known}"
-            await updater.reject(updater.new_agent_message([new_text_part(reason)]))
-            metrics.TASKS.labels(self.agent, skill or "", "rejected").inc()
-            return
-        await self._run(skill, SkillCall(skill, context, updater), task)
+        with telemetry.tracer().start_as_current_span(
+            f"invoke_agent {self.agent}",
+            context=telemetry.extract(request_headers(context)),
+            kind=SpanKind.SERVER,
+            attributes={
+                telemetry.OPERATION: "invoke_agent",
+                telemetry.AGENT_NAME: self.agent,
+                telemetry.SKILL: skill or "",
+                telemetry.TASK_ID: task.id,
+                telemetry.CONVERSATION_ID: task.context_id,
+            },
+        ) as span:
+            if skill is None or skill not in self.handlers:
+                known = ", ".join(sorted(self.handlers))
+                reason = (
+                    f"unknown skill {skill!r}" if skill else "the request names no skill"
+                ) + f"; set message metadata {{'{SKILL_METADATA_KEY}': ...}} to one of: {known}"
+                await updater.reject(updater.new_agent_message([new_text_part(reason)]))
+                metrics.TASKS.labels(self.agent, skill or "", "rejected").inc()
+                outcome = "rejected"
+            else:
+                try:
+                    outcome = await self._run(skill, SkillCall(skill, context, updater), task)
+                except asyncio.CancelledError:
+                    telemetry.annotate({telemetry.TASK_STATE: FINAL_STATES["canceled"]}, span)
+                    raise
+            if span.is_recording():
+                span.set_attribute(telemetry.TASK_STATE, FINAL_STATES[outcome])
+                if outcome == "failed":
+                    span.set_status(StatusCode.ERROR, "the skill failed")
 
-    async def _run(self, skill: str, call: SkillCall, task: Task) -> None:
+    async def _run(self, skill: str, call: SkillCall, task: Task) -> str:
+        """Run the handler; returns the outcome (completed, rejected, failed)."""
         started = time.perf_counter()
         self.in_flight += 1
         self._idle.clear()
@@ -254,6 +299,7 @@ class SkillExecutor(AgentExecutor):
         except Exception as exc:
             outcome = "failed"
             log.exception("skill crashed", extra={"skill": skill, "task_id": task.id})
+            trace.get_current_span().record_exception(exc)
             text = f"skill {skill!r} crashed: {type(exc).__name__}: {exc}. See the agent's log."
             await call.updater.failed(call.updater.new_agent_message([new_text_part(text)]))
         finally:
@@ -263,6 +309,7 @@ class SkillExecutor(AgentExecutor):
             metrics.IN_FLIGHT.labels(self.agent).dec()
             metrics.TASKS.labels(self.agent, skill, outcome).inc()
             metrics.TASK_SECONDS.labels(self.agent, skill).observe(time.perf_counter() - started)
+        return outcome
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Mark the task canceled (the SDK has already cancelled the running handler)."""

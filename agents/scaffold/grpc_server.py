@@ -109,7 +109,8 @@ class GrpcEndpoint:
 
 
 class VersionedContextBuilder(DefaultGrpcServerCallContextBuilder):
-    """The SDK's call context plus what HTTP has: the metadata as ``state["headers"]``, and a
+    """The SDK's call context plus what HTTP has: the metadata as ``state["headers"]`` (where
+    the resume cursor and the caller's ``traceparent`` are read, as for HTTP), and a
     VersionNotSupported error for any A2A version but 1.x (the HTTP routes' rule)."""
 
     def build(self, context: grpc.aio.ServicerContext[Any, Any]) -> ServerCallContext:

@@ -5,6 +5,9 @@ contextId) over A2A and streams its tokens on as this task's ``answer`` artifact
 output is then grounded (:mod:`agents.writer.grounding`). ``extractive`` quotes the
 best-supported passage sentences; ``abstain`` says the documents do not hold the answer
 and names the closest passages.
+
+The write's span (``invoke_agent writer``) carries the mode and, when the model wrote, the
+tokens it used (``gen_ai.usage.*``) and the model that answered.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from agents.scaffold.executor import BadRequest, SkillCall, SkillError
 from agents.scaffold.settings import AgentSettings
 from agents.writer import prompt
 from agents.writer.grounding import ground, parse_output, render
+from protocol import telemetry
 from protocol.cards import CardSpec, Skill
 from protocol.client import SkillFailed
 from protocol.payloads import Draft, DraftSentence, GenerateRequest, Generation, WriteRequest
@@ -73,6 +77,7 @@ class Writer(GroundedAgent):
         request = call.parse(WriteRequest)
         if not request.question.strip():
             raise BadRequest("empty question: say what the answer should be about")
+        telemetry.annotate({"scriptorium.write.mode": request.mode})
         if request.mode == "abstain" or not request.passages:
             draft = abstain(request)
         elif request.mode == "extractive":
@@ -104,6 +109,13 @@ class Writer(GroundedAgent):
             ),
         )
         await warming
+        telemetry.annotate(
+            {
+                telemetry.RESPONSE_MODEL: generation.model,
+                telemetry.INPUT_TOKENS: generation.usage.prompt_tokens,
+                telemetry.OUTPUT_TOKENS: generation.usage.completion_tokens,
+            }
+        )
         grounded = await asyncio.to_thread(
             ground,
             parse_output(generation.text, structured=structured),
