@@ -5,6 +5,9 @@ similarity, overlap, entity/number and negation features, combined by a random f
 trained by ``scriptorium critic train``), or, with ``SCRIPTORIUM_CRITIC_JUDGE=llm``, from
 the model served by the inference agent bound in the session (for a capable checker on a
 GPU). Both produce the same :class:`~protocol.payloads.Critique`.
+
+Its verdicts become ``gen_ai.evaluation.result`` events on the critique's span: one per
+sentence (``sentence_support``), one for the coverage of the question, one for the draft.
 """
 
 from __future__ import annotations
@@ -12,18 +15,21 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
+from opentelemetry import trace
 from pydantic import Field
 
 from agents.common.grounding import Support
 from agents.common.service import GroundedAgent
 from agents.common.settings import EmbeddingSettings
 from agents.critic.judge import judge_supports
+from agents.critic.metrics import record_critique
 from agents.critic.review import draft_sentences, review
 from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import SkillCall
 from agents.scaffold.settings import AgentSettings
+from protocol import telemetry
 from protocol.cards import CardSpec, Skill
-from protocol.payloads import CritiqueRequest
+from protocol.payloads import Critique, CritiqueRequest
 
 CARD = CardSpec(
     name="critic",
@@ -105,7 +111,42 @@ class Critic(GroundedAgent):
             addresses_question=addresses,
             judge=self.settings.critic_judge,
         )
+        record_critique(result)
+        trace_verdicts(result)
         await call.emit(result, name=CRITIQUE_ARTIFACT)
+
+
+def trace_verdicts(critique: Critique) -> None:
+    """The critique as ``gen_ai.evaluation.result`` events on the active span."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    for check in critique.sentences:
+        telemetry.record_evaluation(
+            span,
+            "sentence_support",
+            score=check.support,
+            label=check.verdict,
+            explanation=check.feedback,
+            **{"scriptorium.sentence.index": check.index},
+        )
+    coverage = critique.coverage
+    telemetry.record_evaluation(
+        span,
+        "coverage",
+        score=1.0 if coverage.covered else 0.0,
+        label="covered" if coverage.covered else "not_covered",
+        explanation=", ".join(coverage.missing_terms),
+    )
+    supported = sum(check.verdict == "supported" for check in critique.sentences)
+    telemetry.record_evaluation(
+        span,
+        "critique",
+        score=supported / len(critique.sentences) if critique.sentences else 0.0,
+        label=critique.verdict,
+        explanation=" ".join(critique.feedback),
+        **{"scriptorium.critic.judge": critique.judge},
+    )
 
 
 def parts(settings: CriticSettings) -> AgentParts:

@@ -20,10 +20,12 @@ from a2a.types import StreamResponse, Task
 from pydantic import BaseModel, Field, ValidationError
 
 from agents.orchestrator.loop import Critiqued, Done, Drafted, Retrieved, answer_rounds
+from agents.orchestrator.metrics import record_answer
 from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import BadRequest, SkillCall, SkillError
 from agents.scaffold.peers import Peers, TeamSession
 from agents.scaffold.settings import AgentSettings
+from protocol import telemetry
 from protocol.cards import CardSpec, Skill
 from protocol.client import SkillFailed, UpdateCallback
 from protocol.payloads import (
@@ -114,7 +116,9 @@ class Orchestrator:
         if not request.question.strip():
             raise BadRequest("empty question: ask something the documents might answer")
         started = time.perf_counter()
+        # Negotiated inside this task's span: the session records the span's trace id.
         async with self.peers.session(ROLES) as session:
+            telemetry.annotate({telemetry.CONVERSATION_ID: session.id})
             await call.progress(f"session {session.id}", phase="session", session_id=session.id)
             await session.note(
                 "answer.request", payload=request.model_dump(mode="json", exclude={"recorded"})
@@ -167,6 +171,7 @@ class Orchestrator:
             await session.note(
                 "answer.result", payload=answer.model_dump(mode="json", exclude={"history"})
             )
+        record_answer(answer)
         # Text for generic A2A clients (ADK's RemoteA2aAgent, chat UIs) beside the data, in
         # one last chunk: a streaming client takes it as the final answer, not a partial one.
         await call.updater.add_artifact(
