@@ -5,9 +5,11 @@ See ``docs/registry.md``.
 
 from registry.errors import (
     AgentNotFound,
+    InstanceConflict,
     InvalidCard,
     InvalidRequest,
     NoCapacity,
+    RecordUnreadable,
     RegistrationRefused,
     RegistryError,
     SessionClosed,
@@ -27,9 +29,11 @@ __all__ = [
     "AgentState",
     "Change",
     "ChangeKind",
+    "InstanceConflict",
     "InvalidCard",
     "InvalidRequest",
     "NoCapacity",
+    "RecordUnreadable",
     "RedisKeys",
     "RegistrationRefused",
     "Registry",

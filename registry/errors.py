@@ -72,3 +72,22 @@ class NoCapacity(RegistryError):
 
 class InvalidRequest(RegistryError):
     """A request the registry cannot act on (bad id, unknown role, ...)."""
+
+
+class InstanceConflict(RegistryError):
+    """The instance id belongs to another live instance (another card URL)."""
+
+    def __init__(self, instance_id: str, bound_to: str, url: str) -> None:
+        self.instance_id = instance_id
+        self.bound_to = bound_to
+        self.url = url
+        super().__init__(
+            f"instance id {instance_id!r} is held by the live instance at {bound_to}, not "
+            f"{url}: nothing was changed. Register under another instance id "
+            "(SCRIPTORIUM_INSTANCE_ID), or stop that instance; once it is offline "
+            "(heartbeat_ttl_s) the id may be taken."
+        )
+
+
+class RecordUnreadable(RegistryError):
+    """A stored record cannot be read back (written by something other than the registry)."""

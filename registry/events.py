@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import re
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
@@ -15,15 +15,19 @@ from pydantic import BaseModel, Field
 from registry import lua
 from registry.errors import InvalidRequest, SessionNotFound
 from registry.keys import RedisKeys
+from registry.limits import MAX_PAGE, is_stream_id
 from registry.redisio import bounded_block_ms, text
+from registry.registry import stream_entries
 from registry.sessions import SessionState, require_session_shape
 from registry.settings import RegistrySettings
+
+if TYPE_CHECKING:
+    from registry.streams import Entry, StreamHub
 
 log = logging.getLogger(__name__)
 
 #: Kinds the registry itself writes when a session ends; nothing follows them.
 CLOSING_KINDS = frozenset({"session.released", "session.expired"})
-_STREAM_ID = re.compile(r"\d+(-\d+)?")
 _PREVIEW_BYTES = 1024
 
 
@@ -122,6 +126,8 @@ class SessionLog:
     ) -> list[SessionEvent]:
         """Up to ``count`` events after stream id ``after`` (exclusive; None: from the start)."""
         require_session_shape(session_id)
+        if not 1 <= count <= MAX_PAGE:
+            raise InvalidRequest(f"count must be in 1..{MAX_PAGE} (got {count})")
         start = _exclusive(after)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(self.keys.session(session_id))
@@ -133,44 +139,73 @@ class SessionLog:
         return [_event(entry_id, fields) for entry_id, fields in entries]
 
     async def follow(
-        self, session_id: str, *, after: str | None = None, block_ms: int = 5000
+        self,
+        session_id: str,
+        *,
+        after: str | None = None,
+        block_ms: int = 5000,
+        hub: StreamHub | None = None,
     ) -> AsyncGenerator[SessionEvent, None]:
         """Events after ``after`` as they arrive; ends once the session is closed and every
-        event has been delivered."""
+        event has been delivered.
+
+        Without ``hub`` this holds one pooled connection in a blocking read for as long as
+        it follows; with a :class:`~registry.streams.StreamHub` (the HTTP API) it holds none.
+        """
         require_session_shape(session_id)
         last = after or "0-0"
         _exclusive(last)
         key = self.keys.session_events(session_id)
-        if not await self.redis.exists(self.keys.session(session_id)):
+        session_key = self.keys.session(session_id)
+        if not await self.redis.exists(session_key):
             raise SessionNotFound(session_id)
-        block = bounded_block_ms(self.redis, block_ms)
-        while True:
-            reply: Any = await self.redis.xread({key: last}, count=500, block=block)
-            closing = False
-            for _stream, entries in reply or []:
-                for entry_id, fields in entries:
+        batches = (
+            hub.entries(key, last, idle_ms=block_ms)
+            if hub is not None
+            else self._blocking_reads(key, last, block_ms)
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                closing = False
+                for entry_id, fields in batch:
                     event = _event(entry_id, fields)
                     last = event.id
                     closing = closing or event.kind in CLOSING_KINDS
                     yield event
-            if reply and not closing:
-                continue
-            state = await self.redis.hget(self.keys.session(session_id), "state")
-            if state is not None and text(state) == SessionState.ACTIVE:
-                continue
-            # Closed (or gone): deliver whatever arrived since, then stop.
-            rest: Any = await self.redis.xrange(key, min=f"({last}")
-            for entry_id, fields in rest:
-                yield _event(entry_id, fields)
-            return
+                if batch and not closing:
+                    continue
+                if hub is not None:
+                    state = await hub.read(lambda: self.redis.hget(session_key, "state"))
+                else:
+                    state = await self.redis.hget(session_key, "state")
+                if state is not None and text(state) == SessionState.ACTIVE:
+                    continue
+                # Closed (or gone): deliver whatever arrived since, then stop.
+                rest: Any = await self.redis.xrange(key, min=f"({last}")
+                for entry_id, fields in rest:
+                    yield _event(entry_id, fields)
+                return
+
+    async def _blocking_reads(
+        self, key: str, last: str, block_ms: int
+    ) -> AsyncGenerator[list[Entry], None]:
+        """Batches read with ``XREAD BLOCK`` on a pooled connection (empty on a timeout)."""
+        block = bounded_block_ms(self.redis, block_ms)
+        while True:
+            reply: Any = await self.redis.xread({key: last}, count=500, block=block)
+            batch = stream_entries(reply)
+            if batch:
+                last = batch[-1][0]
+            yield batch
 
 
 def _exclusive(after: str | None) -> str:
     if after is None:
         return "-"
-    if not _STREAM_ID.fullmatch(after):
+    if not is_stream_id(after):
         raise InvalidRequest(
-            f"{after!r} is not a stream id: pass the `id` of the last event you received"
+            f"{after!r} is not a stream id: pass the `id` of the last event you received "
+            "(ms or ms-seq, digits only)"
         )
     return f"({after}"
 

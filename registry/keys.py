@@ -9,7 +9,8 @@ key                                        type    holds
 ``{p}:agents``                             set     ids of every registered instance
 ``{p}:agent:{id}``                         hash    id, card (JSON), name, url, skills (JSON), tags
                                                    (JSON), capacity, leased, load, state,
-                                                   registered_at, last_seen (ms)
+                                                   registered_at, last_seen (ms), binding
+                                                   (what the id is bound to: the URL)
 ``{p}:skill:{skill}``                      set     ids of instances offering a skill
 ``{p}:tag:{tag}``                          set     ids of instances with a skill tagged so
 ``{p}:changes``                            stream  change feed: registered, state, deregistered,

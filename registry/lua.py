@@ -8,9 +8,17 @@ on a standalone Redis/Valkey (or a single shard), not on Redis Cluster.
 
 from __future__ import annotations
 
+from registry.limits import LEASE_CEILING_MS, MAX_CAPACITY, MAX_LOAD
 from registry.redisio import Script
 
 _PRELUDE = """
+-- An integer in [low, high] given as a string, or nil (not a number, a fraction, inf, nan).
+local function bounded_int(value, low, high)
+  local n = tonumber(value)
+  if n == nil or n ~= n or n < low or n > high or n ~= math.floor(n) then return nil end
+  return n
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -99,23 +107,39 @@ end
 """
 
 
+_LIMITS = f"""
+local MAX_CAPACITY, MAX_LOAD, MAX_LEASE_MS = {MAX_CAPACITY}, {MAX_LOAD}, {LEASE_CEILING_MS}
+"""
+
+
 def _script(name: str, body: str) -> Script:
-    return Script(name, _PRELUDE + body)
+    return Script(name, _LIMITS + _PRELUDE + body)
 
 
 #: KEYS: agent hash, agents set, changes.
 #: ARGV: id, card, name, url, capacity, skills (JSON), tags (JSON), skill prefix,
-#: tag prefix, changes maxlen.  Returns {now, leased, registered_at}.
+#: tag prefix, changes maxlen, binding, heartbeat TTL ms.
+#: Returns {1, now, leased, registered_at}, or {-1, binding} when the id is bound to
+#: another binding (card URL) whose heartbeat is younger than the TTL (nothing changed).
+#: A capacity outside 1..MAX_CAPACITY is an error.
 REGISTER = _script(
     "register",
     """
 local key, id = KEYS[1], ARGV[1]
+if not bounded_int(ARGV[5], 1, MAX_CAPACITY) then
+  return redis.error_reply('ERR capacity must be an integer in 1..' .. MAX_CAPACITY)
+end
 local now = now_ms()
-local old = redis.call('HMGET', key, 'skills', 'tags')
+local old = redis.call('HMGET', key, 'skills', 'tags', 'binding', 'url', 'last_seen')
+local bound = old[3] or old[4]
+if bound and bound ~= ARGV[11] then
+  if old[5] and now - tonumber(old[5]) < tonumber(ARGV[12]) then return {-1, bound} end
+  redis.call('HSET', key, 'registered_at', now)  -- taken over from an offline instance
+end
 unindex(id, old[1], old[2], ARGV[8], ARGV[9])
 redis.call('HSET', key, 'id', id, 'card', ARGV[2], 'name', ARGV[3], 'url', ARGV[4],
   'capacity', ARGV[5], 'skills', ARGV[6], 'tags', ARGV[7], 'load', 0, 'state', 'healthy',
-  'last_seen', now)
+  'last_seen', now, 'binding', ARGV[11])
 redis.call('HSETNX', key, 'leased', 0)
 redis.call('HSETNX', key, 'registered_at', now)
 redis.call('SADD', KEYS[2], id)
@@ -124,14 +148,18 @@ for _, t in ipairs(cjson.decode(ARGV[7])) do redis.call('SADD', ARGV[9] .. t, id
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*',
   'kind', 'registered', 'instance_id', id, 'url', ARGV[4])
 local v = redis.call('HMGET', key, 'leased', 'registered_at')
-return {now, tonumber(v[1]), tonumber(v[2])}
+return {1, now, tonumber(v[1]), tonumber(v[2])}
 """,
 )
 
 #: KEYS: agent hash, changes.  ARGV: id, load, changes maxlen.  Returns 1, or 0 if unknown.
+#: A load outside 0..MAX_LOAD is an error.
 HEARTBEAT = _script(
     "heartbeat",
     """
+if not bounded_int(ARGV[2], 0, MAX_LOAD) then
+  return redis.error_reply('ERR load must be an integer in 0..' .. MAX_LOAD)
+end
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 0 end
 redis.call('HSET', KEYS[1], 'last_seen', now_ms(), 'load', ARGV[2])
@@ -241,9 +269,14 @@ return {moved, removed}
 #: ARGV: agent prefix, healthy ms, lease ms, session id, trace id, roles (JSON),
 #: changes maxlen, events maxlen, role name per role...
 #: Returns {1, created, expires, bindings JSON}, {0, failing role index} or {-1} (id taken).
+#: A lease outside 1..MAX_LEASE_MS is an error.
 NEGOTIATE = _script(
     "negotiate",
     """
+local lease = bounded_int(ARGV[3], 1, MAX_LEASE_MS)
+if not lease then
+  return redis.error_reply('ERR lease must be an integer number of ms in 1..' .. MAX_LEASE_MS)
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
 local now = now_ms()
 local healthy = tonumber(ARGV[2])
@@ -262,7 +295,7 @@ for i = 1, nroles do
   bindings[ARGV[8 + i]] = picks[i]
 end
 local bj = cjson.encode(bindings)
-local expires = now + tonumber(ARGV[3])
+local expires = now + lease
 redis.call('HSET', KEYS[1], 'id', ARGV[4], 'roles', ARGV[6], 'bindings', bj,
   'created', now, 'expires', expires, 'trace_id', ARGV[5], 'state', 'active', 'seq', 1)
 redis.call('ZADD', KEYS[2], expires, ARGV[4])
@@ -308,13 +341,18 @@ return {1, redis.call('HGETALL', KEYS[1])}
 
 #: KEYS: session hash, sessions zset.  ARGV: lease ms, session id.
 #: Returns {1, HGETALL}, {-1} (unknown) or {-2, state} (closed).
+#: A lease outside 1..MAX_LEASE_MS is an error.
 RENEW = _script(
     "renew",
     """
+local lease = bounded_int(ARGV[1], 1, MAX_LEASE_MS)
+if not lease then
+  return redis.error_reply('ERR lease must be an integer number of ms in 1..' .. MAX_LEASE_MS)
+end
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return {-1} end
 if st ~= 'active' then return {-2, st} end
-local expires = now_ms() + tonumber(ARGV[1])
+local expires = now_ms() + lease
 redis.call('HSET', KEYS[1], 'expires', expires)
 redis.call('ZADD', KEYS[2], expires, ARGV[2])
 return {1, redis.call('HGETALL', KEYS[1])}

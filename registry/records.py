@@ -35,7 +35,7 @@ class AgentRecord(BaseModel):
     cards nobody reads. Construct with either ``card`` (a dict) or ``card_json``.
     """
 
-    id: str = Field(description="Instance id, by default `name@host:port`.")
+    id: str = Field(description="Instance id, by default `name@host-port`.")
     name: str
     url: str = Field(description="Base URL the instance is served at.")
     skills: list[str]

@@ -173,10 +173,23 @@ class HiredisPackConnection(aioredis.Connection):
             raise DataError(str(exc)) from exc
 
 
-def connect(url: str, **options: Any) -> aioredis.Redis:
-    """``redis.asyncio.from_url`` with :class:`HiredisPackConnection` for ``redis://`` URLs."""
+#: Connections one client's pool opens at most (redis-py's default).
+MAX_CONNECTIONS = 100
+
+
+def connect(url: str, *, pool_timeout_s: float | None = None, **options: Any) -> aioredis.Redis:
+    """``redis.asyncio.from_url`` with :class:`HiredisPackConnection` for ``redis://`` URLs.
+
+    With ``pool_timeout_s`` a command that finds every pooled connection busy waits up to
+    that long for one (a blocking pool) instead of failing at once with "Too many
+    connections".
+    """
     if url.startswith("redis://"):
         options.setdefault("connection_class", HiredisPackConnection)
+    if pool_timeout_s is not None:
+        options.setdefault("max_connections", MAX_CONNECTIONS)
+        pool = aioredis.BlockingConnectionPool.from_url(url, timeout=pool_timeout_s, **options)
+        return aioredis.Redis.from_pool(pool)
     client: aioredis.Redis = aioredis.from_url(url, **options)
     return client
 
@@ -185,8 +198,12 @@ class RedisNotConfigured(ValueError):
     """No REDIS_URL: say how to get one."""
 
 
-def redis_client(settings: CommonSettings) -> aioredis.Redis:
-    """The client every component uses: short timeouts, a couple of quick retries, hiredis."""
+def redis_client(settings: CommonSettings, *, wait_for_connection: bool = False) -> aioredis.Redis:
+    """The client every component uses: short timeouts, a couple of quick retries, hiredis.
+
+    ``wait_for_connection``: when every pooled connection is busy, wait up to
+    ``redis_timeout_s`` for one instead of failing at once (the registry API does).
+    """
     if not settings.redis_url:
         raise RedisNotConfigured(
             "REDIS_URL is not set: start the whole stack with `scriptorium up` (it runs an "
@@ -198,6 +215,7 @@ def redis_client(settings: CommonSettings) -> aioredis.Redis:
         socket_connect_timeout=settings.redis_timeout_s,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
         health_check_interval=30,
+        pool_timeout_s=settings.redis_timeout_s if wait_for_connection else None,
     )
 
 

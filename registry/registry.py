@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,8 +27,25 @@ from protocol.cards import (
     validate_card,
 )
 from registry import lua
-from registry.errors import InvalidCard, InvalidRequest, RegistrationRefused, SpoofedCard
+from registry.errors import (
+    InstanceConflict,
+    InvalidCard,
+    InvalidRequest,
+    RegistrationRefused,
+    SpoofedCard,
+)
 from registry.keys import RedisKeys
+from registry.limits import (
+    INSTANCE_ID_RULE,
+    MAX_CAPACITY,
+    MAX_LOAD,
+    MAX_PAGE,
+    NAME_RULE,
+    default_instance_id,
+    is_instance_id,
+    is_name,
+    is_stream_id,
+)
 from registry.network import address_allowed, parse_networks, resolve
 from registry.records import (
     AgentRecord,
@@ -41,9 +59,10 @@ from registry.redisio import as_int, bounded_block_ms, text
 from registry.sessions import SessionBroker
 from registry.settings import RegistrySettings
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from registry.streams import StreamHub
 
-_MAX_ID_LENGTH = 256
+log = logging.getLogger(__name__)
 
 
 class Registry:
@@ -79,28 +98,28 @@ class Registry:
     ) -> AgentRecord:
         """Register (or refresh) an instance from its card.
 
-        Raises :class:`InvalidCard` for a malformed card, :class:`RegistrationRefused` when
-        the card's host is outside ``allowed_networks`` or its card cannot be fetched, and
-        :class:`SpoofedCard` when ``verify`` finds the served card differs.
+        Raises :class:`InvalidCard` for a malformed card (or an agent name outside the
+        alphabet, or a capacity outside 1..``MAX_CAPACITY``), :class:`InvalidRequest` for an
+        instance id outside the alphabet, :class:`RegistrationRefused` when the card's host
+        is outside ``allowed_networks`` or its card cannot be fetched, :class:`SpoofedCard`
+        when ``verify`` finds the served card differs, and :class:`InstanceConflict` when
+        the id belongs to another live instance (another card URL).
         """
         parsed = _parse_card(card)
-        base = card_base_url(parsed)
-        parts = urlsplit(base)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        base, host, port = _endpoint(parsed)
         if instance_id is None:
-            shown = f"[{host}]" if ":" in host else host
-            instance_id = f"{parsed.name}@{shown}:{port}"
+            instance_id = default_instance_id(parsed.name, host, port)
         check_instance_id(instance_id)
+        capacity = _capacity(parsed)
         await self._check_host(host, port)
         wire = card_to_dict(parsed)
         if verify:
             await self._verify(wire, base)
         skills = skill_ids(parsed)
         tags = list(dict.fromkeys(tag for skill in parsed.skills for tag in skill.tags))
-        capacity = card_capacity(parsed)
         card_json = _compact(wire)
-        now, leased, registered_at = await lua.REGISTER(
+        binding = binding_of(parsed, base)
+        reply = await lua.REGISTER(
             self.redis,
             [self.keys.agent(instance_id), self.keys.agents, self.keys.changes],
             [
@@ -114,8 +133,18 @@ class Registry:
                 self.keys.skill_prefix(),
                 self.keys.tag_prefix(),
                 self.settings.changes_maxlen,
+                binding,
+                self.settings.heartbeat_ttl_ms,
             ],
         )
+        if int(reply[0]) == -1:
+            bound_to = text(reply[1])
+            log.warning(
+                "registration refused: instance id held by a live instance",
+                extra={"instance_id": instance_id, "url": base, "bound_to": bound_to},
+            )
+            raise InstanceConflict(instance_id, bound_to, base)
+        _, now, leased, registered_at = reply
         log.info(
             "agent registered",
             extra={"instance_id": instance_id, "url": base, "skills": skills, "verified": verify},
@@ -137,8 +166,10 @@ class Registry:
 
     async def heartbeat(self, instance_id: str, *, load: int = 0) -> bool:
         """Mark an instance alive; False when it is unknown (register it again then)."""
-        if load < 0:
-            raise InvalidRequest(f"load must be >= 0 (got {load}); report in-flight tasks")
+        if not 0 <= load <= MAX_LOAD:
+            raise InvalidRequest(
+                f"load must be in 0..{MAX_LOAD} (got {load}); report in-flight tasks"
+            )
         known = await lua.HEARTBEAT(
             self.redis,
             [self.keys.agent(instance_id), self.keys.changes],
@@ -278,11 +309,24 @@ class Registry:
         return report
 
     async def watch(
-        self, last_id: str = "$", *, block_ms: int = 5000
+        self, last_id: str = "$", *, block_ms: int = 5000, hub: StreamHub | None = None
     ) -> AsyncGenerator[Change, None]:
-        """Follow the change feed after ``last_id`` (``$``: only changes from now on)."""
+        """Follow the change feed after ``last_id`` (``$``: only changes from now on).
+
+        Without ``hub`` this holds one pooled connection in a blocking read for as long as
+        it follows; with a :class:`~registry.streams.StreamHub` (the HTTP API) it holds none.
+        """
         if last_id == "$":
             last_id = await self._last_change_id()
+        else:
+            check_stream_id(last_id)
+        if hub is not None:
+            batches = hub.entries(self.keys.changes, last_id, idle_ms=block_ms)
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    for entry_id, fields in batch:
+                        yield _change(entry_id, fields)
+            return
         while True:
             reply = await self.redis.xread(
                 {self.keys.changes: last_id},
@@ -295,6 +339,9 @@ class Registry:
 
     async def changes(self, *, after: str = "-", count: int = 1000) -> builtins.list[Change]:
         """Entries of the change feed after ``after`` (exclusive; ``-`` from the start)."""
+        check_count(count)
+        if after != "-":
+            check_stream_id(after)
         start = "-" if after == "-" else f"({after}"
         entries: Any = await self.redis.xrange(self.keys.changes, min=start, count=count)
         return [_change(text(i), f) for i, f in entries]
@@ -308,19 +355,24 @@ class Registry:
     async def _check_host(self, host: str, port: int) -> None:
         try:
             addresses = await resolve(host, port, timeout_s=self.settings.connect_timeout_s)
-        except (OSError, TimeoutError) as exc:
-            raise RegistrationRefused(
-                f"the card's host {host!r} does not resolve ({exc}). "
-                "Advertise a host name or address the registry can resolve."
-            ) from exc
+            error = None
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not IDNA-encodable
+            addresses, error = [], str(exc) or type(exc).__name__
         outside = [a for a in addresses if not address_allowed(a, self._networks)]
-        if not addresses or outside:
-            raise RegistrationRefused(
-                f"the card's host {host!r} resolves to {', '.join(outside) or 'nothing'}, "
-                f"outside the allowed networks {self.settings.allowed_networks}. "
-                "Serve the agent on an allowed address or add its network to "
-                "SCRIPTORIUM_ALLOWED_NETWORKS."
-            )
+        if addresses and not outside:
+            return
+        # One answer whether the name does not resolve or resolves elsewhere: the registry
+        # does not tell callers what internal names resolve to. The log has it.
+        log.warning(
+            "card host refused",
+            extra={"host": host, "addresses": addresses, "outside": outside, "error": error},
+        )
+        raise RegistrationRefused(
+            f"the card's host {host!r} does not resolve to addresses inside the allowed "
+            f"networks {self.settings.allowed_networks}. Serve the agent on an allowed address "
+            "(one the registry can resolve) or add its network to SCRIPTORIUM_ALLOWED_NETWORKS; "
+            "the registry's log has what the host resolved to."
+        )
 
     async def _verify(self, wire: dict[str, Any], base: str) -> None:
         url = base + CARD_PATH
@@ -329,18 +381,19 @@ class Registry:
             async with asyncio.timeout(self.settings.card_fetch_timeout_s):
                 async with self._client() as http:
                     body = await _fetch(http, url, limit, self._fetch_timeout())
-        except (httpx.HTTPError, TimeoutError, _FetchError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise RegistrationRefused(
-                f"could not fetch the agent card from {url}: {reason}. Start the agent (it "
-                "must serve its card there) before registering, or register with verify=False."
-            ) from exc
-        try:
             served = card_to_dict(card_from_dict(json.loads(body)))
-        except (ValueError, CardError) as exc:
-            raise SpoofedCard(
-                f"{url} does not serve a valid agent card ({exc}). Serve the card you "
-                "register at that URL."
+        except (httpx.HTTPError, TimeoutError, _FetchError, ValueError, CardError) as exc:
+            # One answer for every kind of failure: saying what does listen at the address
+            # (refused, timed out, not HTTP, not a card) would make the registry a port
+            # scanner. The reason goes to the log.
+            log.warning(
+                "card verification failed",
+                extra={"url": url, "error": str(exc) or type(exc).__name__},
+            )
+            raise RegistrationRefused(
+                f"could not fetch a valid agent card from {url}. Start the agent (it must "
+                "serve the card it registers there) before registering; the registry's log "
+                "has the reason."
             ) from exc
         if served != wire:
             differing = sorted(
@@ -387,20 +440,72 @@ def _parse_card(card: AgentCard | dict[str, Any]) -> AgentCard:
         card_base_url(parsed)
     except CardError as exc:
         raise InvalidCard(str(exc)) from exc
+    except (ValueError, TypeError) as exc:  # e.g. a string protobuf cannot encode
+        raise InvalidCard(f"not an A2A v1.0 agent card: {exc}") from exc
+    if not is_name(parsed.name):
+        raise InvalidCard(
+            f"card.name {parsed.name!r} is not usable as an agent name: use {NAME_RULE}"
+        )
     return parsed
 
 
+def _endpoint(card: AgentCard) -> tuple[str, str, int]:
+    """The card's base URL, host and port; :class:`InvalidCard` when they do not parse."""
+    base = card_base_url(card)
+    try:
+        parts = urlsplit(base)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise InvalidCard(f"the card's URL {base!r} does not parse ({exc})") from exc
+    return base, host, port
+
+
+def _capacity(card: AgentCard) -> int:
+    try:
+        capacity = card_capacity(card)
+    except (ValueError, OverflowError) as exc:  # nan, inf
+        raise InvalidCard(f"capacity (max_sessions) is not a number ({exc})") from exc
+    if not 1 <= capacity <= MAX_CAPACITY:
+        raise InvalidCard(f"capacity (max_sessions) must be in 1..{MAX_CAPACITY} (got {capacity})")
+    return capacity
+
+
+def binding_of(card: AgentCard, base: str) -> str:
+    """What an instance id is bound to: only a registration with the same binding may
+    replace a live record under that id.
+
+    Today that is the card's base URL. Hook for card signing: once cards are signed and
+    verified, return the URL together with the signing key's thumbprint (e.g.
+    ``f"{base}#key={thumbprint}"``), so that taking over an id needs both the address and
+    the key. Records stored before a binding existed are compared by their URL.
+    """
+    del card  # the signing key will come from here
+    return base
+
+
 def check_instance_id(instance_id: str) -> None:
-    """Raise :class:`InvalidRequest` unless ``instance_id`` is usable as a key part."""
-    if (
-        not instance_id
-        or len(instance_id) > _MAX_ID_LENGTH
-        or any(c.isspace() or not c.isprintable() for c in instance_id)
-    ):
+    """Raise :class:`InvalidRequest` unless ``instance_id`` is in the instance id alphabet."""
+    if not is_instance_id(instance_id):
         raise InvalidRequest(
-            f"instance id {instance_id!r} is not usable: use 1-{_MAX_ID_LENGTH} printable "
-            "characters without spaces"
+            f"instance id {instance_id!r} is not usable: use {INSTANCE_ID_RULE} "
+            "(set SCRIPTORIUM_INSTANCE_ID, or let the registry derive name@host-port)"
         )
+
+
+def check_stream_id(stream_id: str) -> None:
+    """Raise :class:`InvalidRequest` unless ``stream_id`` is an id to resume after."""
+    if not is_stream_id(stream_id):
+        raise InvalidRequest(
+            f"{stream_id!r} is not a stream id: pass the `id` of the last event you received "
+            "(ms or ms-seq, digits only)"
+        )
+
+
+def check_count(count: int) -> None:
+    """Raise :class:`InvalidRequest` unless ``count`` is in 1..``MAX_PAGE``."""
+    if not 1 <= count <= MAX_PAGE:
+        raise InvalidRequest(f"count must be in 1..{MAX_PAGE} (got {count})")
 
 
 def _compact(value: Any) -> str:

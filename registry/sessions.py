@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import math
 import re
 import secrets
 from collections.abc import Mapping
@@ -20,8 +21,15 @@ from opentelemetry import trace
 from pydantic import BaseModel, Field
 
 from registry import lua
-from registry.errors import InvalidRequest, NoCapacity, SessionClosed, SessionNotFound
+from registry.errors import (
+    InvalidRequest,
+    NoCapacity,
+    RecordUnreadable,
+    SessionClosed,
+    SessionNotFound,
+)
 from registry.keys import RedisKeys
+from registry.limits import MAX_PAGE, MAX_ROLES, MAX_SKILL_LENGTH, NAME_RULE, is_name
 from registry.redisio import as_int, hash_fields, opt_text, pairs, text
 from registry.settings import RegistrySettings
 
@@ -88,14 +96,17 @@ class SessionBroker:
         All or nothing: raises :class:`NoCapacity` for the first role that cannot be
         served, and then nothing is leased.
         """
-        if not roles:
+        if not 1 <= len(roles) <= MAX_ROLES:
             raise InvalidRequest(
-                "roles is empty: map each role to a skill, e.g. {'writer': 'write'}"
+                f"roles must map 1..{MAX_ROLES} roles to skills, e.g. {{'writer': 'write'}} "
+                f"(got {len(roles)})"
             )
         names = builtins.list(roles)
         skills = [roles[name] for name in names]
-        if not all(names) or not all(skills):
-            raise InvalidRequest("role names and skill ids must be non-empty strings")
+        for name in names:
+            check_role(name)
+        if not all(0 < len(skill) <= MAX_SKILL_LENGTH for skill in skills):
+            raise InvalidRequest(f"skill ids must be 1..{MAX_SKILL_LENGTH} characters")
         sid = session_id or secrets.token_hex(16)
         check_session_id(sid)
         trace_id = trace_id or current_trace_id()
@@ -149,17 +160,30 @@ class SessionBroker:
         return session
 
     async def get(self, session_id: str) -> Session:
-        """The session; :class:`SessionNotFound` when unknown or past retention."""
+        """The session; :class:`SessionNotFound` when unknown or past retention, and
+        :class:`RecordUnreadable` when what is stored under its id is not a session."""
         require_session_shape(session_id)
         fields = hash_fields(await self.redis.hgetall(self.keys.session(session_id)))
         if not fields:
             raise SessionNotFound(session_id)
-        return _session(fields)
+        try:
+            return _session(fields)
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("unreadable session record", extra={"session_id": session_id})
+            raise RecordUnreadable(
+                f"session {session_id!r} is stored in a form the registry cannot read ({exc}); "
+                f"delete the key {self.keys.session(session_id)} or wait for its retention"
+            ) from exc
 
     async def list(
         self, *, state: SessionState | None = None, limit: int = 1000
     ) -> builtins.list[Session]:
-        """Active sessions and closed ones still retained, newest first."""
+        """Active sessions and closed ones still retained, newest first.
+
+        A record that cannot be read is left out (and logged), never failing the listing.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be in 1..{MAX_PAGE} (got {limit})")
         ids: builtins.list[Any] = []
         if state in (None, SessionState.ACTIVE):
             ids += await self.redis.zrange(self.keys.sessions, 0, limit - 1)
@@ -169,7 +193,11 @@ class SessionBroker:
             for sid in ids:
                 pipe.hgetall(self.keys.session(text(sid)))
             replies = await pipe.execute()
-        sessions = [_session(hash_fields(raw)) for raw in replies if raw]
+        sessions = [
+            session
+            for sid, raw in zip(ids, replies, strict=True)
+            if raw and (session := _readable(text(sid), hash_fields(raw))) is not None
+        ]
         if state is not None:
             sessions = [s for s in sessions if s.state == state]
         sessions.sort(key=lambda s: (-s.created, s.id))
@@ -182,6 +210,7 @@ class SessionBroker:
         unchanged) when no other instance can take the role.
         """
         require_session_shape(session_id)
+        check_role(role)
         reply = await lua.REBIND(
             self.redis,
             [
@@ -266,8 +295,12 @@ class SessionBroker:
 
     def _lease_ms(self, lease_s: float | None) -> int:
         lease = self.settings.session_lease_s if lease_s is None else lease_s
-        if lease <= 0:
-            raise InvalidRequest(f"lease_s must be > 0 (got {lease})")
+        longest = self.settings.max_session_lease_s
+        if not (isinstance(lease, int | float) and math.isfinite(lease) and 0 < lease <= longest):
+            raise InvalidRequest(
+                f"lease_s must be > 0 and at most {longest:g} s (max_session_lease_s; "
+                f"got {lease}); renew the session before it runs out instead"
+            )
         return max(1, int(lease * 1000))
 
     @staticmethod
@@ -291,6 +324,12 @@ def check_session_id(session_id: str) -> None:
         )
 
 
+def check_role(role: str) -> None:
+    """Raise :class:`InvalidRequest` unless ``role`` is in the name alphabet."""
+    if not is_name(role):
+        raise InvalidRequest(f"role name {role!r} is not usable: use {NAME_RULE}")
+
+
 def require_session_shape(session_id: str) -> None:
     """Raise :class:`SessionNotFound` for ids no session can have (e.g. ``x:events``)."""
     if not _SESSION_ID.fullmatch(session_id):
@@ -303,9 +342,32 @@ def _session(fields: dict[str, Any]) -> Session:
         id=text(fields["id"]),
         roles=json.loads(fields["roles"]),
         bindings=json.loads(fields["bindings"]),
-        created=as_int(fields.get("created")),
-        expires=as_int(fields.get("expires")),
+        created=_ms(fields.get("created")),
+        expires=_ms(fields.get("expires")),
         trace_id=text(fields.get("trace_id", "")),
         state=SessionState(text(fields["state"])),
-        ended=int(ended) if ended else None,
+        ended=_ms(ended) if ended else None,
     )
+
+
+def _ms(value: Any) -> int:
+    """A stored time as int ms. Tolerates what earlier versions could store (``1e+16``,
+    ``-1.2e+19``) and clamps it to the 64-bit range instead of failing."""
+    try:
+        return as_int(value)
+    except ValueError:
+        number = float(text(value))
+    if math.isnan(number):
+        raise ValueError(f"not a time: {text(value)!r}")
+    return int(max(-(2**63), min(2**63 - 1, number)))
+
+
+def _readable(session_id: str, fields: dict[str, Any]) -> Session | None:
+    """The session, or None (logged) when its record cannot be read."""
+    try:
+        return _session(fields)
+    except (KeyError, ValueError, TypeError) as exc:
+        log.warning(
+            "unreadable session record skipped", extra={"session_id": session_id, "error": str(exc)}
+        )
+        return None

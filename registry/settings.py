@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from protocol.settings import CommonSettings
+from registry.limits import LEASE_CEILING_S
 
 
 class RegistrySettings(CommonSettings):
@@ -23,6 +24,12 @@ class RegistrySettings(CommonSettings):
     session_lease_s: float = Field(
         default=300.0, gt=0, description="Default session lease; renew before it runs out."
     )
+    max_session_lease_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=LEASE_CEILING_S,
+        description="Longest lease a negotiation or renewal may ask for (at most 30 days).",
+    )
     session_retention_s: float = Field(
         default=86_400.0, gt=0, description="How long a closed session and its log are kept."
     )
@@ -36,6 +43,24 @@ class RegistrySettings(CommonSettings):
     card_fetch_timeout_s: float = Field(
         default=5.0, gt=0, description="Total time allowed to fetch a card being verified."
     )
+    max_streams: int = Field(
+        default=256, ge=1, description="Event streams (SSE) the API serves at once, in all."
+    )
+    max_streams_per_client: int = Field(
+        default=16, ge=1, description="Event streams one client address may hold open at once."
+    )
+    stream_retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After of a stream refused for the caps above."
+    )
+
+    @model_validator(mode="after")
+    def _lease_within_max(self) -> RegistrySettings:
+        if self.session_lease_s > self.max_session_lease_s:
+            raise ValueError(
+                f"session_lease_s ({self.session_lease_s}) exceeds max_session_lease_s "
+                f"({self.max_session_lease_s}); lower the one or raise the other"
+            )
+        return self
 
     @property
     def healthy_window_s(self) -> float:

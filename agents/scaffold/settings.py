@@ -18,12 +18,49 @@ class AgentSettings(CommonSettings):
     """What every agent process reads from the environment."""
 
     instance_id: str | None = Field(
-        default=None, description="Registry id of this instance (default: name@host:port)."
+        default=None, description="Registry id of this instance (default: name@host-port)."
     )
     capacity: int | None = Field(
         default=None, ge=1, description="Concurrent sessions this instance accepts."
     )
-    task_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
+    task_retention_s: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description=(
+            "How long a task, its events and push configs are kept after its last write; "
+            "the task index forgets older entries."
+        ),
+    )
+    task_store_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description=(
+            "Longest a request waits for the task store (Redis) before answering "
+            "TASK_STORE_UNAVAILABLE (retry later)."
+        ),
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=8,
+        le=36,
+        description=(
+            "Deepest nesting of an A2A request body (checked before parsing). At most 36: "
+            "protobuf refuses data nested deeper (a Struct 33 objects deep)."
+        ),
+    )
+    max_message_parts: int = Field(default=32, ge=1, le=1000, description="Parts per message.")
+    max_in_flight_tasks: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Tasks this instance runs at once; more SendMessage requests are answered "
+            "AGENT_BUSY (default: the card's capacity)."
+        ),
+    )
+    busy_retry_after_s: float = Field(
+        default=2.0, gt=0, le=600, description="Retry hint of a busy answer."
+    )
     task_write_coalesce_s: float = Field(
         default=0.25,
         ge=0,

@@ -64,7 +64,7 @@ async def run() -> dict[str, float | int]:
         results |= _summary("lookup", await _timed(lambda: registry.discover("search"), LOOKUPS))
         results |= await _http_lookups(settings, client)
         results |= await _negotiations(registry)
-        agent_key = registry.keys.agent("search-0@127.0.0.1:9000")
+        agent_key = registry.keys.agent("search-0@127.0.0.1-9000")
         results |= _summary(
             "raw_hget", await _timed(lambda: client.hget(agent_key, "leased"), RAW_CALLS)
         )

@@ -66,7 +66,7 @@ async def test_list_filter_and_get_agents(client: httpx.AsyncClient, add_agent: 
     await add_agent("writer", 9002, [("write", ["text"])])
 
     listed = (await client.get("/agents")).json()
-    assert [a["id"] for a in listed] == [retriever.id, "writer@127.0.0.1:9002"]
+    assert [a["id"] for a in listed] == [retriever.id, "writer@127.0.0.1-9002"]
     first = listed[0]
     assert first["card"]["name"] == "retriever"
     assert first["state"] == "healthy"
@@ -81,9 +81,9 @@ async def test_list_filter_and_get_agents(client: httpx.AsyncClient, add_agent: 
     one = await client.get(f"/agents/{retriever.id}")
     assert one.status_code == 200
     assert one.json()["url"] == "http://127.0.0.1:9001"
-    missing = await client.get("/agents/ghost@127.0.0.1:1")
+    missing = await client.get("/agents/ghost@127.0.0.1-1")
     assert missing.status_code == 404
-    assert "ghost@127.0.0.1:1" in missing.json()["detail"]
+    assert "ghost@127.0.0.1-1" in missing.json()["detail"]
 
 
 async def test_register_over_http_verifies_the_card(
@@ -117,7 +117,7 @@ async def test_invalid_card_gets_422_with_reason_and_stores_nothing(
     card["skills"] = []
     response = await client.post("/agents", json=card)
     assert response.status_code == 422
-    assert "card.skills is empty" in response.json()["detail"]
+    assert "body.skills: List should have at least 1 item" in response.json()["detail"]
     assert [key async for key in redis.scan_iter(match=f"{redis_prefix}:*")] == []
 
 
@@ -265,7 +265,7 @@ async def test_token_guards_writes(
         assert missing.headers["www-authenticate"] == "Bearer"
         wrong = await http.post("/sessions", json=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
-        assert (await http.delete("/agents/retriever@127.0.0.1:9001")).status_code == 401
+        assert (await http.delete("/agents/retriever@127.0.0.1-9001")).status_code == 401
         assert (await http.get("/agents")).status_code == 200
         ok = await http.post("/sessions", json=body, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 201

@@ -267,7 +267,7 @@ async def test_trace_id_comes_from_the_active_span(
 
 async def test_negotiate_rejects_bad_requests(broker: SessionBroker, add_agent: AddAgent) -> None:
     await add_agent("agent", 9001, capacity=3)
-    with pytest.raises(InvalidRequest, match="roles is empty"):
+    with pytest.raises(InvalidRequest, match=r"roles must map 1\.\.16 roles"):
         await broker.negotiate({})
     with pytest.raises(InvalidRequest, match="not usable"):
         await broker.negotiate({"r": "search"}, session_id="x:events")
