@@ -10,15 +10,21 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
+import re
 import socket
+from array import array
 from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from itertools import accumulate
 from typing import Any
 
 import uvicorn
 from a2a.server.routes import create_agent_card_routes
 from a2a.types import AgentCard
+from a2a.utils.errors import A2AError, InternalError
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.cards import CARD_PATH
+from protocol.errors import RETRY_AFTER_KEY, RETRYABLE_REASONS
 
 #: How long clients and proxies may reuse a card without asking again.
 CARD_CACHE_CONTROL = "public, max-age=60"
@@ -45,27 +52,86 @@ A2A_HTTP_STATUS: dict[str, int] = {
     "INVALID_REQUEST": 400,
     "METHOD_NOT_FOUND": 404,
     "INTERNAL_ERROR": 500,
+    "AGENT_BUSY": 503,
+    "TASK_STORE_UNAVAILABLE": 503,
 }
+#: JSON-RPC codes of requests refused before parsing (JSON-RPC 2.0's own).
+INVALID_REQUEST = -32600
+ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+A2A_DOMAIN = "a2a-protocol.org"
+
+
+@dataclass(frozen=True)
+class A2APaths:
+    """Where an app serves A2A: the JSON-RPC endpoint and the HTTP+JSON prefix."""
+
+    jsonrpc: str
+    rest_prefix: str
+
+    def binding(self, path: str) -> str | None:
+        """``"jsonrpc"``, ``"rest"`` or None (not an A2A path)."""
+        if path == self.jsonrpc:
+            return "jsonrpc"
+        if path == self.rest_prefix or path.startswith(self.rest_prefix + "/"):
+            return "rest"
+        return None
+
+
+def a2a_error_response(
+    binding: str, status: int, message: str, *, code: int = INVALID_REQUEST
+) -> JSONResponse:
+    """An error answered at the edge, in the shape of the binding's own errors.
+
+    JSON-RPC: an error object with ``id`` null (the request was not read) and ``code``;
+    HTTP+JSON: the SDK's ``{"error": {"code", "status", "message", "details"}}``.
+    """
+    if binding == "jsonrpc":
+        body: dict[str, Any] = {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": code, "message": message},
+        }
+    else:
+        info = {"@type": ERROR_INFO_TYPE, "reason": "INVALID_REQUEST", "domain": A2A_DOMAIN}
+        body = {
+            "error": {
+                "code": status,
+                "status": "INVALID_ARGUMENT",
+                "message": message,
+                "details": [{**info, "metadata": {}}],
+            }
+        }
+    return JSONResponse(body, status_code=status)
 
 
 class BodyLimitMiddleware:
-    """Answers 413 to request bodies larger than ``max_bytes`` (declared or streamed)."""
+    """Answers 413 to request bodies larger than ``max_bytes`` (declared or streamed).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    On A2A paths (``a2a``) the answer is the binding's error (a JSON-RPC error object, an
+    HTTP+JSON error); elsewhere ``{"detail": ...}``. A body that turns out too large while
+    streaming raises a 413 HTTPException from ``receive`` (FastAPI answers it; on A2A paths
+    :class:`A2ARequestGuard` does).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, a2a: A2APaths | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.a2a = a2a
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = (
-            f"request body larger than {self.max_bytes} bytes; send a smaller body or raise "
-            "SCRIPTORIUM_MAX_REQUEST_BYTES"
-        )
+        detail = too_large(self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            binding = self.a2a.binding(scope["path"]) if self.a2a is not None else None
+            response = (
+                a2a_error_response(binding, 413, detail)
+                if binding is not None
+                else JSONResponse({"detail": detail}, status_code=413)
+            )
+            await response(scope, receive, send)
             return
         received = 0
 
@@ -80,6 +146,117 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def too_large(max_bytes: int) -> str:
+    """What a 413 says."""
+    return (
+        f"request body larger than {max_bytes} bytes (SCRIPTORIUM_MAX_REQUEST_BYTES); send a "
+        "smaller body or raise the limit"
+    )
+
+
+class A2ARequestGuard:
+    """Refuses A2A requests (JSON-RPC, HTTP+JSON) before the SDK parses them: a body that
+    is not JSON (415), larger than ``max_bytes`` (413) or nested deeper than ``max_depth``
+    (400), each answered with the binding's error (:func:`a2a_error_response`).
+
+    The body is read here, so its depth is known before any parser recurses into it (the
+    SDK would answer a 10,000-level document with -32603 "maximum recursion depth
+    exceeded"), then handed on unchanged. Requests without a body pass.
+    """
+
+    def __init__(self, app: ASGIApp, a2a: A2APaths, max_bytes: int, max_depth: int) -> None:
+        self.app = app
+        self.a2a = a2a
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        binding = self.a2a.binding(scope["path"]) if scope["type"] == "http" else None
+        if binding is None:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        has_body = b"transfer-encoding" in headers or declared not in (None, b"0")
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if has_body and not is_json_media_type(content_type):
+            refused = (
+                f"Content-Type must be application/json, not {content_type[:80]!r}"
+                if content_type
+                else "Content-Type is missing; send application/json"
+            )
+            await a2a_error_response(binding, 415, refused)(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left before sending its body
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise HTTPException(status_code=413)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        except HTTPException as exc:
+            if exc.status_code != 413:
+                raise
+            response = a2a_error_response(binding, 413, too_large(self.max_bytes))
+            await response(scope, receive, send)
+            return
+        body = b"".join(chunks)
+        if body and json_depth_exceeds(body, self.max_depth):
+            refused = (
+                f"JSON nested deeper than {self.max_depth} levels (SCRIPTORIUM_MAX_JSON_DEPTH); "
+                "send a flatter body"
+            )
+            await a2a_error_response(binding, 400, refused)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+_MEDIA_TYPE = re.compile(r"application/(?:[A-Za-z0-9.!#$%&'*^_`|~-]+\+)?json", re.IGNORECASE)
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/<anything>+json``, parameters ignored."""
+    return bool(_MEDIA_TYPE.fullmatch(content_type.split(";", 1)[0].strip()))
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"?')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")  # +1 / -1 as signed bytes
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether the JSON text ``body`` nests arrays/objects deeper than ``limit``.
+
+    A scan without parsing, at C speed (about 100 ms for the worst 4 MB body): strings are
+    cut out (an unterminated one runs to the end), the brackets left are counted as +1/-1
+    steps and the deepest running sum is the depth. Invalid JSON is left to the parser.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+        return False
+    if re.search(rb"[\[{]{%d}" % (limit + 1), brackets):
+        return True  # the usual attack: a long run of openers
+    return max(accumulate(array("b", brackets.translate(_STEPS)))) > limit
 
 
 class BearerAuthMiddleware:
@@ -152,28 +329,90 @@ class A2AErrorStatusMiddleware:
             body.extend(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            status, content = _a2a_status(start["status"], bytes(body))
+            status, content, retry_after = _a2a_status(start["status"], bytes(body))
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(content)).encode()))
+            if retry_after is not None:
+                headers.append((b"retry-after", retry_after.encode()))
             await send({**start, "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": content})
 
         await self.app(scope, receive, restatus)
 
 
-def _a2a_status(status: int, body: bytes) -> tuple[int, bytes]:
-    """The status (and body) an error response should have by its A2A reason."""
+def _a2a_status(status: int, body: bytes) -> tuple[int, bytes, str | None]:
+    """The status (and body) an error response should have by its A2A reason, and the
+    ``Retry-After`` of a retryable one (busy, task store unavailable)."""
     try:
         payload = json.loads(body)
         error = payload["error"]
-        reasons = [d.get("reason") for d in error.get("details", ()) if isinstance(d, dict)]
+        infos = [d for d in error.get("details", ()) if isinstance(d, dict)]
+        reasons = [d.get("reason") for d in infos]
     except (ValueError, TypeError, KeyError, AttributeError):
-        return status, body
+        return status, body, None
+    retry_after = next(
+        (
+            str(d.get("metadata", {}).get(RETRY_AFTER_KEY))
+            for d in infos
+            if d.get("reason") in RETRYABLE_REASONS
+            and isinstance(d.get("metadata"), dict)
+            and RETRY_AFTER_KEY in d["metadata"]
+        ),
+        None,
+    )
     wanted = next((A2A_HTTP_STATUS[r] for r in reasons if r in A2A_HTTP_STATUS), status)
     if wanted == status:
-        return status, body
+        return status, body, retry_after
     error["code"] = wanted
-    return wanted, json.dumps(payload).encode()
+    return wanted, json.dumps(payload).encode(), retry_after
+
+
+#: a2a-sdk loggers that report a client's mistakes (and our retryable errors) at ERROR with a
+#: traceback; :func:`quiet_client_errors` turns those into one WARNING line.
+SDK_REQUEST_LOGGERS = (
+    "a2a.server.routes.jsonrpc_dispatcher",
+    "a2a.server.routes.rest_dispatcher",
+    "a2a.server.agent_execution.active_task",
+    "a2a.server.request_handlers.grpc_handler",
+    "a2a.utils.error_handlers",
+)
+#: The JSON-RPC dispatcher logs these with a traceback, then the same error again as one
+#: WARNING line ("Request Error ... Code=-32602 ... Data={'parseError': ...}").
+_LOGGED_TWICE = frozenset(
+    {"Failed to validate base JSON-RPC request", "Failed to parse request params"}
+)
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """Client errors are the client's business: one WARNING line each, no traceback.
+
+    Drops the JSON-RPC dispatcher's traceback of a request it could not parse (its own
+    one-line warning follows), and logs a record carrying an A2A error other than an
+    internal one (InvalidParams, TaskNotFound, busy, task store unavailable, ...) as one
+    WARNING line naming the error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in _LOGGED_TWICE:
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, A2AError) and not isinstance(error, InternalError):
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_CLIENT_ERROR_FILTER = ClientErrorLogFilter()
+
+
+def quiet_client_errors() -> None:
+    """Install :class:`ClientErrorLogFilter` on a2a-sdk's request loggers (idempotent)."""
+    for name in SDK_REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if _CLIENT_ERROR_FILTER not in logger.filters:
+            logger.addFilter(_CLIENT_ERROR_FILTER)
 
 
 def card_routes(card: AgentCard, *, cache_control: str = CARD_CACHE_CONTROL) -> list[Route]:

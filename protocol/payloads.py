@@ -215,11 +215,13 @@ class ChatMessage(Payload):
 class GenerateRequest(Payload):
     """Chat messages and sampling parameters for the inference agent."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int = Field(default=256, ge=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    max_tokens: int = Field(
+        default=256, ge=1, description="Bounded by the engine's context (max_model_len)."
+    )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: list[str] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list, max_length=16)
     seed: int | None = None
     ignore_eos: bool = Field(
         default=False, description="Generate exactly max_tokens (for benchmarks)."

@@ -251,7 +251,7 @@ async def test_unknown_task_is_a_clear_error(client: Client) -> None:
 async def test_oversize_body_is_refused(tester: str, a2a_http: httpx.AsyncClient) -> None:
     response = await a2a_http.post(tester + JSONRPC_PATH, content=b"x" * (65 * 1024))
     assert response.status_code == 413
-    assert "SCRIPTORIUM_MAX_REQUEST_BYTES" in response.json()["detail"]
+    assert "SCRIPTORIUM_MAX_REQUEST_BYTES" in response.json()["error"]["message"]
 
 
 async def test_token_is_required_when_configured(

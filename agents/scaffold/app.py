@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute
 
 from agents.scaffold.executor import SkillContextBuilder, SkillExecutor, SkillHandler
 from agents.scaffold.grpc_server import GrpcEndpoint
+from agents.scaffold.limits import RequestLimits
 from agents.scaffold.presence import Presence
 from agents.scaffold.push import PushParts, push_parts
 from agents.scaffold.settings import AgentSettings
@@ -40,11 +41,15 @@ from agents.scaffold.task_store import RedisTaskStore
 from protocol.cards import CARD_PATH, JSONRPC_PATH, REST_PATH, CardSpec, build_agent_card
 from protocol.http import (
     A2AErrorStatusMiddleware,
+    A2APaths,
+    A2ARequestGuard,
     BearerAuthMiddleware,
     BodyLimitMiddleware,
     bind_socket,
     card_routes,
+    quiet_client_errors,
 )
+from protocol.telemetry import configure_tracing, shutdown_tracing
 from registry.keys import RedisKeys
 from registry.redisio import redis_client
 from registry.registry import Registry
@@ -54,7 +59,7 @@ log = logging.getLogger(__name__)
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
 ExtraMetrics = Callable[[], Awaitable[str]]
-OPEN_PATHS = frozenset({CARD_PATH, "/healthz", "/metrics"})
+OPEN_PATHS = frozenset({CARD_PATH, "/healthz", "/livez", "/metrics"})
 
 
 @dataclass
@@ -99,10 +104,16 @@ def create_agent_app(
         keys=keys,
         retention_s=settings.task_retention_s,
         coalesce_s=settings.task_write_coalesce_s,
+        timeout_s=settings.task_store_timeout_s,
     )
     task_events = RedisTaskEventStream(task_store)
     push = push_parts(client, spec.name, keys, settings)
-    handler = _request_handler(executor, task_store, task_events, card, push=push)
+    limits = RequestLimits(
+        max_parts=settings.max_message_parts,
+        max_in_flight=settings.max_in_flight_tasks or spec.capacity,
+        retry_after_s=settings.busy_retry_after_s,
+    )
+    handler = _request_handler(executor, task_store, task_events, card, push=push, limits=limits)
     registry = Registry(client, RegistrySettings(**settings.model_dump()), keys=keys)
     presence = Presence(
         registry,
@@ -148,6 +159,7 @@ def create_agent_app(
                 await task_events.aclose()
                 if redis is None:
                     await client.aclose()
+                shutdown_tracing()
 
     app = FastAPI(title=f"Scriptorium {spec.name}", version=spec.version, lifespan=lifespan)
     app.state.card = card
@@ -175,6 +187,11 @@ def create_agent_app(
             return JSONResponse({**body, "status": "degraded", "redis": str(exc)}, 503)
         return JSONResponse(body)
 
+    @app.get("/livez")
+    async def livez() -> JSONResponse:
+        """Liveness: this process answers HTTP (asks neither Redis nor an engine: /healthz)."""
+        return JSONResponse({"status": "ok", "agent": spec.name})
+
     @app.get("/metrics")
     async def metrics() -> Response:
         text = generate_latest()
@@ -199,6 +216,7 @@ def _request_handler(
     card: AgentCard,
     *,
     push: PushParts,
+    limits: RequestLimits,
 ) -> ResumableRequestHandler:
     """The SDK request handler every transport of this agent serves."""
     return ResumableRequestHandler(
@@ -206,6 +224,7 @@ def _request_handler(
         task_store,
         card,
         event_stream=task_events,
+        limits=limits,
         push_config_store=push.config_store,
         push_sender=push.sender,
         push_url_validator=push.url_validator,
@@ -217,19 +236,33 @@ def _request_handler(
 
 def _add_guards(app: FastAPI, settings: AgentSettings) -> None:
     """Reject oversize bodies (413) and, with a token configured, unauthenticated calls (401);
-    give HTTP+JSON errors the spec's statuses."""
+    refuse A2A bodies that are not JSON (415) or nest too deep (400); give HTTP+JSON errors
+    the spec's statuses; log client errors as one warning line."""
+    a2a = A2APaths(JSONRPC_PATH, REST_PATH)
     app.add_middleware(A2AErrorStatusMiddleware, prefix=REST_PATH)
+    app.add_middleware(
+        A2ARequestGuard,
+        a2a=a2a,
+        max_bytes=settings.max_request_bytes,
+        max_depth=settings.max_json_depth,
+    )
     if settings.token is not None:
         app.add_middleware(
             BearerAuthMiddleware,
             token=settings.token.get_secret_value(),
             open_paths=OPEN_PATHS,
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, a2a=a2a)
+    quiet_client_errors()
 
 
 async def serve_agent(parts: AgentParts, settings: AgentSettings, *, port: int) -> None:
-    """Serve one agent until SIGINT/SIGTERM; ``port=0`` picks a free port."""
+    """Serve one agent until SIGINT/SIGTERM; ``port=0`` picks a free port.
+
+    Traces go where the ``OTEL_*`` environment says (off by default), as service
+    ``parts.card.name`` (:func:`protocol.telemetry.configure_tracing`).
+    """
+    configure_tracing(parts.card.name)
     sock = bind_socket(settings.host, port)
     bound_port = sock.getsockname()[1]
     base_url = f"http://{settings.public_host}:{bound_port}"

@@ -8,10 +8,13 @@ is alive; a task orphaned by a crash is recorded FAILED, which ends every subscr
 
 :class:`ResumableRequestHandler` is the SDK's request handler plus the resume-cursor
 extension (:mod:`protocol.streams`): SubscribeToTask with a cursor is served from the stream.
+It also refuses, before a task exists, messages over the limits and new work while the agent
+runs as many tasks as it takes (:mod:`agents.scaffold.limits`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
@@ -38,12 +41,15 @@ from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 from a2a.utils.proto_utils import to_stream_response
 from redis.exceptions import RedisError
 
+from agents.scaffold.limits import Admission, AdmittedExecutor, RequestLimits, check_message
 from agents.scaffold.task_store import (
     ANNOUNCE_NEW_TASKS,
     ANONYMOUS,
+    RETRY_DELAY_S,
     RedisTaskStore,
     version_number,
 )
+from protocol.errors import task_store_unavailable
 from protocol.streams import TERMINAL_STATES, is_final, requested_cursor
 from registry.redisio import listen, text
 
@@ -82,10 +88,7 @@ class RedisTaskEventStream(TaskEventStream):
         key = self._store.keys.task_events(self._store.agent, task_id)
         cursor = f"0-{version_number(after)}"
         while True:
-            reply = cast(
-                _XReadReply,
-                await self._reader.xread({key: cursor}, count=BATCH, block=self._block_ms),
-            )
+            reply = await self._read(key, cursor)
             if not reply:
                 if not await self._still_running(task_id):
                     return
@@ -97,10 +100,36 @@ class RedisTaskEventStream(TaskEventStream):
                     seq = int(cursor.split("-", 1)[1])
                     yield VersionedEvent(event=_event(response), version=TaskVersion(seq))
 
+    async def _read(self, key: str, cursor: str) -> _XReadReply:
+        """One blocking XREAD; while Redis is away it is tried again for the store's
+        ``timeout_s``, then TaskStoreUnavailableError ends the subscription."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._store.timeout_s
+        while True:
+            try:
+                # The connection has no socket timeout (a blocked XREAD is not a stuck
+                # socket): this bounds the wait for a peer that vanished without a word.
+                async with asyncio.timeout(self._block_ms / 1000 + self._store.timeout_s):
+                    reply = await self._reader.xread(
+                        {key: cursor}, count=BATCH, block=self._block_ms
+                    )
+                return cast(_XReadReply, reply)
+            except (RedisError, OSError, TimeoutError) as exc:
+                if loop.time() + RETRY_DELAY_S >= give_up_at:
+                    raise task_store_unavailable(
+                        self._store.timeout_s, self._store.timeout_s
+                    ) from exc
+                await asyncio.sleep(RETRY_DELAY_S)
+
     async def _still_running(self, task_id: str) -> bool:
         """False when the task is gone; an orphaned task is failed (its event follows)."""
         key = self._store.keys.task(self._store.agent, task_id)
-        if not await self._store.redis.exists(key):
+        try:
+            async with asyncio.timeout(self._store.timeout_s):
+                exists = await self._store.redis.exists(key)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise task_store_unavailable(self._store.timeout_s, self._store.timeout_s) from exc
+        if not exists:
             return False
         await self._store.fail_orphan(task_id)
         return True
@@ -129,28 +158,45 @@ class ResumableRequestHandler(DefaultRequestHandler):
         card: AgentCard,
         *,
         event_stream: RedisTaskEventStream,
+        limits: RequestLimits | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(executor, task_store, card, event_stream=event_stream, **kwargs)
+        self.limits = limits or RequestLimits()
+        self.admission = Admission(self.limits.max_in_flight, self.limits.retry_after_s)
+        admitted = AdmittedExecutor(executor, self.admission)
+        super().__init__(admitted, task_store, card, event_stream=event_stream, **kwargs)
         self._events = event_stream
         self._store = task_store
         self._channel = task_store.keys.task_cancels(task_store.agent)
+
+    def _admit(self, params: SendMessageRequest, context: ServerCallContext) -> None:
+        """Refuse a message over the limits, or any message when the agent is full."""
+        check_message(params.message, self.limits)
+        self.admission.admit(context)
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
         """The SDK's, with the new task stored at once: the client hears of it at once."""
+        self._admit(params, context)
         context.state[ANNOUNCE_NEW_TASKS] = True
-        async for event in super().on_message_send_stream(params, context):
-            yield event
+        try:
+            async for event in super().on_message_send_stream(params, context):
+                yield event
+        finally:
+            self.admission.release(context)
 
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Task | Message:
         """The SDK's; a request answered before its task ends has the task stored at once."""
+        self._admit(params, context)
         if params.configuration.return_immediately:
             context.state[ANNOUNCE_NEW_TASKS] = True
-        result: Task | Message = await super().on_message_send(params, context)
+        try:
+            result: Task | Message = await super().on_message_send(params, context)
+        finally:
+            self.admission.release(context)
         return result
 
     async def on_cancel_task(
