@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 .DEFAULT_GOAL := help
-.PHONY: help setup model demo up test lint format typecheck pytest bench eval clean
+.PHONY: help setup model browser demo up test lint lint-deploy format typecheck pytest bench eval clean
 
 help: ## Show this help.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,13 +33,29 @@ model: setup ## Prepare the default LLM (SmolLM2-135M-Instruct) and train the cr
 	$(BIN)/scriptorium model prepare
 	$(BIN)/scriptorium critic train
 
+# The session viewer's test drives Debian's chromium through Playwright (never `playwright install`).
+CHROMIUM := /usr/bin/chromium
+
+browser: ## Install Debian's chromium for the UI tests when it is missing (apt-get, as root or with sudo).
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else echo "make browser: $(CHROMIUM) is missing and this user is not root and has no sudo;" \
+	  "ask an administrator to run: apt-get install -y chromium" >&2; exit 1; fi; \
+	echo "installing chromium (apt-get) for the UI tests"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo apt-get install -y chromium || { $$sudo apt-get update && $$sudo apt-get install -y chromium; } || \
+	  { echo "make browser: apt-get could not install chromium; install it by hand" \
+	    "(apt-get install -y chromium) so that $(CHROMIUM) exists" >&2; exit 1; }; \
+	test -x $(CHROMIUM) || { echo "make browser: chromium installed but $(CHROMIUM) is missing" >&2; exit 1; }
+
 demo: setup model ## Start the stack on embedded defaults, ingest a demo corpus, answer two questions, stop.
 	$(BIN)/scriptorium demo
 
 up: setup model ## Run the stack until Ctrl-C (live table of agents).
 	$(BIN)/scriptorium up
 
-test: setup lint typecheck pytest ## Lint, type-check and run the whole test suite.
+test: setup lint lint-deploy typecheck pytest ## Lint, type-check and run the whole test suite.
 
 lint: setup ## ruff lint and format check.
 	$(BIN)/ruff check .
@@ -49,10 +65,31 @@ format: setup ## Apply ruff fixes and formatting.
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Deployment checks (compose/lint/lint_deploy.py): Python tools from the `deploy` extra, npm
+# tools pinned by compose/lint/package-lock.json in .tools/ (each installed once, again only
+# when its pins change).
+TOOLS := .tools
+DEPLOY_STAMP := $(VENV)/.deploy-tools
+NPM_STAMP := $(TOOLS)/.installed
+
+$(DEPLOY_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[deploy]"
+	@touch $@
+
+$(NPM_STAMP): compose/lint/package.json compose/lint/package-lock.json
+	@command -v npm >/dev/null || { echo "make lint-deploy needs Node.js >= 20.19 and npm" >&2; exit 1; }
+	@mkdir -p $(TOOLS)
+	cp compose/lint/package.json compose/lint/package-lock.json $(TOOLS)/
+	npm ci --prefix $(TOOLS) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+lint-deploy: $(STAMP) $(DEPLOY_STAMP) $(NPM_STAMP) ## Check Dockerfiles, compose, Kubernetes manifests and the image's requirements offline.
+	$(BIN)/python compose/lint/lint_deploy.py
+
 typecheck: setup ## mypy --strict over our packages.
 	$(BIN)/mypy
 
-pytest: setup model ## Run the tests (pytest; exit 5 = no tests collected fails too).
+pytest: setup model browser ## Run the tests (pytest; exit 5 = no tests collected fails too).
 	$(BIN)/pytest
 
 bench: setup ## Run every benchmark and print their JSON.
