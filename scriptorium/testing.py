@@ -101,6 +101,18 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Red
         await client.aclose()
 
 
+@pytest.fixture
+def agent_settings(redis_url: str, redis_prefix: str) -> AgentSettings:
+    """Settings for an agent served in the test's own event loop: the test's Redis prefix and
+    fast heartbeats (0.2 s, offline after 1 s). Derive variants with ``model_copy(update=...)``."""
+    return AgentSettings(
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        heartbeat_interval_s=0.2,
+        heartbeat_ttl_s=1.0,
+    )
+
+
 async def wait_for(
     predicate: Callable[[], bool] | Callable[[], Awaitable[bool]], timeout_s: float, what: str
 ) -> None:

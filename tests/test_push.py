@@ -164,12 +164,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-def settings(redis_url: str, redis_prefix: str) -> AgentSettings:
+def settings(agent_settings: AgentSettings) -> AgentSettings:
     return AgentSettings(
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        heartbeat_interval_s=0.2,
-        heartbeat_ttl_s=1.0,
+        **agent_settings.model_dump(exclude_unset=True),
         push_allowed_hosts=["127.0.0.1"],
         push_backoff_s=0.1,
         push_timeout_s=2.0,

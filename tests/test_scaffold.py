@@ -83,14 +83,8 @@ TESTER = AgentParts(
 
 
 @pytest.fixture
-def settings(redis_url: str, redis_prefix: str) -> AgentSettings:
-    return AgentSettings(
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        heartbeat_interval_s=0.2,
-        heartbeat_ttl_s=1.0,
-        max_request_bytes=64 * 1024,
-    )
+def settings(agent_settings: AgentSettings) -> AgentSettings:
+    return agent_settings.model_copy(update={"max_request_bytes": 64 * 1024})
 
 
 @pytest.fixture

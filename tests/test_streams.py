@@ -70,13 +70,8 @@ EXPECTED = "".join(f"{i} " for i in range(CHUNKS))
 
 
 @pytest.fixture
-def settings(redis_url: str, redis_prefix: str) -> AgentSettings:
-    return AgentSettings(
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        heartbeat_interval_s=0.2,
-        heartbeat_ttl_s=1.0,
-    )
+def settings(agent_settings: AgentSettings) -> AgentSettings:
+    return agent_settings
 
 
 @pytest.fixture
