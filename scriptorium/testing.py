@@ -35,6 +35,7 @@ import httpx
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.scaffold.app import AgentParts, create_agent_app
 from agents.scaffold.settings import AgentSettings
@@ -99,6 +100,18 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Red
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """The sum of sample ``name`` over the series matching ``labels`` in a Prometheus text
+    exposition (0.0 when none matches). Parsed, not grepped: a ``# HELP`` line naming the
+    metric says nothing about its value."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 @pytest.fixture

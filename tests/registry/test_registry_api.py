@@ -19,6 +19,7 @@ from protocol.http import running
 from registry import Registry, RegistrySettings, SessionBroker, SessionLog
 from registry.api import create_app
 from registry.records import AgentRecord
+from scriptorium.testing import metric_value, wait_for
 
 AddAgent = Callable[..., Awaitable[AgentRecord]]
 
@@ -240,13 +241,12 @@ async def test_healthz_and_metrics(
     await client.get("/agents")
 
     metrics = (await client.get("/metrics")).text
-    assert (
-        'scriptorium_registry_requests_total{method="GET",route="/agents",status="200"} 1.0'
-        in metrics
-    )
-    assert 'scriptorium_registry_agents{state="healthy"} 1.0' in metrics
-    assert "scriptorium_registry_sessions_active 1.0" in metrics
-    assert "scriptorium_registry_request_duration_seconds_bucket" in metrics
+    requests = "scriptorium_registry_requests_total"
+    assert metric_value(metrics, requests, method="GET", route="/agents", status="200") == 1
+    assert metric_value(metrics, "scriptorium_registry_agents", state="healthy") == 1
+    assert metric_value(metrics, "scriptorium_registry_sessions_active") == 1
+    timed = "scriptorium_registry_request_duration_seconds_count"
+    assert metric_value(metrics, timed, method="GET", route="/agents") == 1
 
     second = create_app(settings, redis=redis)  # a second app in one process: no clash
     assert second is not None
@@ -310,18 +310,23 @@ async def test_sweeper_runs_in_the_app_and_survives_redis_errors(
     served: str, registry: Registry, add_agent: AddAgent, settings: RegistrySettings
 ) -> None:
     agent = await add_agent("retriever", 9001)
-    await asyncio.sleep(settings.heartbeat_ttl_s + 0.4)  # the app's sweeper runs every 0.1 s
-    states = [c for c in await registry.changes() if c.kind == "state"]
-    assert [(c.instance_id, c.fields["new"]) for c in states][-1] == (agent.id, "offline")
+
+    async def swept_offline() -> bool:  # the app's sweeper runs every 0.1 s; nobody else sweeps
+        states = [c for c in await registry.changes() if c.kind == "state"]
+        return [(c.instance_id, c.fields["new"]) for c in states][-1:] == [(agent.id, "offline")]
+
+    await wait_for(swept_offline, 10, "the app's sweeper did not mark the silent agent offline")
 
     port = closed_port()
     broken = create_app(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"}))
     async with running(broken) as url, httpx.AsyncClient(base_url=url, trust_env=False) as http:
-        await asyncio.sleep(0.3)  # several failing sweeps
-        assert (await http.get("/metrics")).status_code == 200
-        metrics = (await http.get("/metrics")).text
-        assert "scriptorium_registry_sweep_errors_total" in metrics
-        assert "scriptorium_registry_sweep_errors_total 0.0" not in metrics
+
+        async def sweeps_failed() -> bool:
+            response = await http.get("/metrics")
+            assert response.status_code == 200, "metrics answer while Redis is down"
+            return metric_value(response.text, "scriptorium_registry_sweep_errors_total") >= 2
+
+        await wait_for(sweeps_failed, 10, "failing sweeps were not counted")
 
 
 async def test_openapi_schema_names_the_models(client: httpx.AsyncClient) -> None:
