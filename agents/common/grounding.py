@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from agents.common import prepared
 from agents.common.embedding import Embedder, Vectors
 from protocol.text import parse_citations, split_sentences
 
@@ -648,10 +649,9 @@ def model_dir(cache_dir: Path) -> Path:
 def read_manifest(path: Path) -> dict[str, Any] | None:
     """The model folder's manifest, or None if missing or unreadable."""
     try:
-        data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        return prepared.read_manifest(path, MANIFEST)
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
 
 
 def model_is_intact(path: Path, manifest: Mapping[str, Any] | None = None) -> bool:
@@ -660,10 +660,7 @@ def model_is_intact(path: Path, manifest: Mapping[str, Any] | None = None) -> bo
     if not manifest:
         return False
     files: dict[str, int] = manifest.get("files") or {}
-    return bool(files) and all(
-        (path / name).is_file() and (path / name).stat().st_size == size
-        for name, size in files.items()
-    )
+    return bool(files) and not prepared.check_files(path, files)
 
 
 def _joblib() -> Any:

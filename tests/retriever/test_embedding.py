@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from agents.common.embedding import (
-    MANIFEST,
     Embedder,
     EmbeddingError,
     ModelNotFoundError,
@@ -19,9 +18,9 @@ from agents.common.embedding import (
     compare,
     default_model_dir,
     load_embedder,
-    onnx_dir_for,
-    prepare_onnx,
 )
+from agents.common.embedding_model import MANIFEST
+from agents.common.onnx_export import onnx_dir_for, prepare_onnx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -247,3 +247,35 @@ async def test_lancedb_finds_what_another_process_dropped_and_indexed(tmp_path: 
         await store.count(COLLECTION)
     await store.close()
     await other.close()
+
+
+async def test_every_backend_refuses_the_same_bad_arguments(store: DocumentStore) -> None:
+    await _load(store)
+    wrong = np.ones(DIM + 1, dtype=np.float32)
+    with pytest.raises(StoreError, match="query vector has shape"):
+        await store.vector_query(COLLECTION, wrong)
+    with pytest.raises(StoreError, match="query vector has shape"):
+        await store.query(COLLECTION, text="bees", vector=wrong, alpha=0.5)
+    with pytest.raises(StoreError, match="lists no values"):
+        await store.vector_query(COLLECTION, unit(1), filters={"kind": []})
+    with pytest.raises(StoreError, match="cannot filter on color"):
+        await store.query(COLLECTION, text="bees", vector=unit(1), filters={"color": "red"})
+    with pytest.raises(StoreError, match="has a vector of shape"):
+        await store.upsert(COLLECTION, [chunk("odd", 0, "odd", wrong)])
+    with pytest.raises(StoreError, match="belong to another document"):
+        await store.replace_documents(COLLECTION, {"bees": [CORPUS[2]]})
+    with pytest.raises(StoreError, match="invalid collection name"):
+        await store.count("no-dashes")
+    assert await store.count(COLLECTION) == len(CORPUS)
+
+
+async def test_a_hit_is_the_passage_agents_exchange_plus_title_and_heading(
+    store: DocumentStore,
+) -> None:
+    await _load(store)
+    (hit,) = await store.vector_query(COLLECTION, unit(0.9, 0.1), k=1, exact=True)
+    passage = hit.passage()
+    assert type(passage).__name__ == "Passage"
+    assert (passage.chunk_id, passage.document_id, passage.start) == ("bees#1", "bees", 10)
+    assert passage.metadata["heading"] == "Hive"
+    assert "title" not in passage.metadata

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping, Sequence
@@ -21,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ConfigDict
+
+from protocol.payloads import Passage
 
 Vector = npt.NDArray[np.float32]
 #: A query vector, or one still being computed (so a search can start before it is ready).
@@ -68,20 +72,51 @@ class Chunk:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Hit:
-    """A chunk found by a query, with its fused score (higher is better)."""
+class Hit(Passage):
+    """A chunk found by a query, with its fused score (higher is better).
 
-    chunk_id: str
-    document_id: str
-    source: str
-    text: str
-    score: float
-    start: int = 0
-    end: int = 0
+    The payload agents exchange (:class:`~protocol.payloads.Passage`) plus the chunk's title
+    and heading, which :meth:`passage` folds into the passage's metadata.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
     title: str = ""
     heading: str = ""
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def passage(self) -> Passage:
+        """The hit as the payload agents exchange (title and heading in its metadata)."""
+        metadata = dict(self.metadata)
+        if self.title:
+            metadata.setdefault("title", self.title)
+        if self.heading:
+            metadata.setdefault("heading", self.heading)
+        fields = self.model_dump(exclude={"title", "heading", "metadata"})
+        return Passage(**fields, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class HybridSearch:
+    """A hybrid query as a backend receives it: collection name and filters checked."""
+
+    text: str
+    #: Not checked yet: it may still be computing (see :meth:`DocumentStore._query_vector`).
+    vector: QueryVector
+    k: int
+    #: Clamped to [0, 1].
+    alpha: float
+    filters: Mapping[str, FilterValue]
+
+
+@dataclass(frozen=True)
+class NearestSearch:
+    """A nearest-neighbour query as a backend receives it: everything checked."""
+
+    #: float32, of the store's dimension.
+    vector: Vector
+    k: int
+    exact: bool
+    filters: Mapping[str, FilterValue]
 
 
 @dataclass
@@ -118,46 +153,99 @@ def check_collection(name: str) -> str:
 
 
 def check_filters(filters: Mapping[str, FilterValue]) -> None:
-    """Refuse filters on fields that are not filterable."""
+    """Refuse filters on fields that are not filterable, or that list no values."""
     unknown = sorted(set(filters) - set(FILTERABLE))
     if unknown:
         raise StoreError(
             f"cannot filter on {', '.join(unknown)}; filterable fields: {', '.join(FILTERABLE)}"
         )
+    for name, value in filters.items():
+        if isinstance(value, list | tuple) and not value:
+            raise StoreError(f"filter on {name} lists no values; give at least one")
 
 
 def relative_score_fusion(
-    vector_hits: Sequence[Hit], bm25_hits: Sequence[Hit], *, alpha: float, k: int
-) -> list[Hit]:
-    """Fuse two ranked lists like Weaviate's relativeScoreFusion; returns the top ``k``."""
+    vector_hits: Sequence[tuple[str, float]],
+    bm25_hits: Sequence[tuple[str, float]],
+    *,
+    alpha: float,
+    k: int,
+) -> list[tuple[str, float]]:
+    """Fuse two ranked ``(chunk id, raw score)`` lists like Weaviate's relativeScoreFusion.
 
-    def normalised(hits: Sequence[Hit]) -> dict[str, float]:
+    Returns the top ``k`` as ``(chunk id, fused score)``, best first.
+    """
+
+    def normalised(hits: Sequence[tuple[str, float]]) -> dict[str, float]:
         if not hits:
             return {}
-        scores = [h.score for h in hits]
+        scores = [score for _, score in hits]
         low, high = min(scores), max(scores)
         span = high - low
-        return {h.chunk_id: (1.0 if span == 0 else (h.score - low) / span) for h in hits}
+        return {cid: (1.0 if span == 0 else (score - low) / span) for cid, score in hits}
 
-    by_id = {h.chunk_id: h for h in [*bm25_hits, *vector_hits]}
     vec, bm25 = normalised(vector_hits), normalised(bm25_hits)
-    fused = {cid: alpha * vec.get(cid, 0.0) + (1.0 - alpha) * bm25.get(cid, 0.0) for cid in by_id}
+    fused = {
+        cid: alpha * vec.get(cid, 0.0) + (1.0 - alpha) * bm25.get(cid, 0.0)
+        for cid in {**bm25, **vec}
+    }
     ranked = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
-    return [_with_score(by_id[cid], fused[cid]) for cid in ranked]
+    return [(cid, fused[cid]) for cid in ranked]
 
 
-def _with_score(hit: Hit, score: float) -> Hit:
+#: What every backend stores of a chunk besides its id and vector (see :func:`stored_fields`).
+STORED_FIELDS = (
+    "document_id",
+    "text",
+    "source",
+    "start",
+    "end",
+    "title",
+    "heading",
+    "kind",
+    "tags",
+    "doc_hash",
+    "metadata",
+)
+#: The stored fields a hit is made of (besides the chunk id; see :func:`hit_from_row`).
+HIT_FIELDS = tuple(f for f in STORED_FIELDS if f not in ("kind", "tags", "doc_hash"))
+
+
+def stored_fields(chunk: Chunk) -> dict[str, Any]:
+    """What every backend stores of a chunk besides its id and vector (metadata as JSON)."""
+    return {
+        "document_id": chunk.document_id,
+        "text": chunk.text,
+        "source": chunk.source,
+        "start": int(chunk.start),
+        "end": int(chunk.end),
+        "title": chunk.title,
+        "heading": chunk.heading,
+        "kind": chunk.kind,
+        "tags": [str(tag) for tag in chunk.tags],
+        "doc_hash": chunk.doc_hash,
+        "metadata": json.dumps(dict(chunk.metadata), default=str),
+    }
+
+
+def hit_from_row(row: Mapping[str, Any], score: float, *, id_field: str = "chunk_id") -> Hit:
+    """A stored row (a LanceDB row, a Weaviate object's properties) as a hit."""
+    raw = row.get("metadata")
+    try:
+        metadata = json.loads(raw) if isinstance(raw, str) and raw else {}
+    except json.JSONDecodeError:
+        metadata = {}
     return Hit(
-        chunk_id=hit.chunk_id,
-        document_id=hit.document_id,
-        source=hit.source,
-        text=hit.text,
+        chunk_id=str(row[id_field]),
+        document_id=str(row["document_id"]),
+        source=str(row.get("source") or ""),
+        text=str(row.get("text") or ""),
         score=score,
-        start=hit.start,
-        end=hit.end,
-        title=hit.title,
-        heading=hit.heading,
-        metadata=hit.metadata,
+        start=int(row.get("start") or 0),
+        end=int(row.get("end") or 0),
+        title=str(row.get("title") or ""),
+        heading=str(row.get("heading") or ""),
+        metadata=metadata if isinstance(metadata, dict) else {},
     )
 
 
@@ -168,21 +256,27 @@ class DocumentStore(ABC):
     (the store is shared: the retriever serves while ``scriptorium ingest --direct`` writes).
     Reading or writing a collection that does not exist raises :class:`CollectionNotFound`,
     except the ``ensure_collection`` / ``upsert`` / ``replace_documents`` that create it.
+
+    The public methods check their arguments (collection name, filters, vector shapes, which
+    document a chunk belongs to) and then call the backend's ``_`` hooks, which may assume
+    them valid.
     """
 
-    @abstractmethod
+    #: Dimension of the vectors the store holds.
+    dim: int
+
     async def ensure_collection(self, collection: str) -> None:
         """Create the collection if it does not exist (idempotent)."""
+        await self._ensure_collection(check_collection(collection))
 
-    @abstractmethod
     async def collections(self) -> list[str]:
         """Names of the existing collections, sorted, including those other processes made."""
+        return sorted(await self._collections())
 
-    @abstractmethod
     async def drop_collection(self, collection: str) -> None:
         """Delete a collection and everything in it."""
+        await self._drop_collection(check_collection(collection))
 
-    @abstractmethod
     async def replace_documents(
         self, collection: str, documents: Mapping[str, Sequence[Chunk]]
     ) -> UpsertReport:
@@ -192,20 +286,37 @@ class DocumentStore(ABC):
         deleting the old ones, so a crash leaves a document with chunks of both versions,
         which :meth:`document_hashes` reports as not stored (so it is ingested again).
         """
+        check_collection(collection)
+        for document_id, chunks in documents.items():
+            if any(c.document_id != document_id for c in chunks):
+                raise StoreError(f"chunks filed under {document_id!r} belong to another document")
+        if not documents:
+            return UpsertReport()
+        self._check_vectors([c for chunks in documents.values() for c in chunks])
+        return await self._replace_documents(collection, documents)
 
-    @abstractmethod
     async def upsert(self, collection: str, chunks: Sequence[Chunk]) -> UpsertReport:
         """Insert or overwrite chunks by id."""
+        check_collection(collection)
+        if not chunks:
+            return UpsertReport()
+        self._check_vectors(chunks)
+        return await self._upsert(collection, chunks)
 
-    @abstractmethod
     async def delete_document(self, collection: str, document_id: str) -> int:
         """Delete every chunk of a document; returns how many were deleted."""
+        return await self._delete_document(check_collection(collection), document_id)
 
-    @abstractmethod
     async def document_hashes(self, collection: str, document_ids: Sequence[str]) -> dict[str, str]:
         """Content hash of each stored document (absent: not stored, or stored half-way)."""
+        check_collection(collection)
+        if not document_ids:
+            return {}
+        try:
+            return await self._document_hashes(collection, document_ids)
+        except CollectionNotFound:
+            return {}
 
-    @abstractmethod
     async def query(
         self,
         collection: str,
@@ -219,9 +330,18 @@ class DocumentStore(ABC):
         """Hybrid search; ``alpha`` 0 = BM25 only … 1 = vector only.
 
         ``vector`` may be an awaitable: the BM25 half can run while the query is embedded.
+        Backends check it with :meth:`_query_vector` once they await it.
         """
+        try:
+            check_collection(collection)
+            check_filters(filters or {})
+        except StoreError:
+            discard(vector)
+            raise
+        alpha = min(max(float(alpha), 0.0), 1.0)
+        search = HybridSearch(text=text, vector=vector, k=k, alpha=alpha, filters=filters or {})
+        return await self._query(collection, search)
 
-    @abstractmethod
     async def vector_query(
         self,
         collection: str,
@@ -232,15 +352,80 @@ class DocumentStore(ABC):
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[Hit]:
         """Nearest neighbours by cosine similarity; ``exact`` bypasses any ANN index."""
+        check_collection(collection)
+        check_filters(filters or {})
+        search = NearestSearch(self._query_vector(vector), k=k, exact=exact, filters=filters or {})
+        return await self._vector_query(collection, search)
 
-    @abstractmethod
     async def count(self, collection: str, *, document_id: str | None = None) -> int:
         """Chunks in the collection (or of one document)."""
+        return await self._count(check_collection(collection), document_id=document_id)
 
-    @abstractmethod
     async def optimize(self, collection: str) -> None:
         """Bring indexes up to date after a bulk write (a no-op where the server does it)."""
+        await self._optimize(check_collection(collection))
 
     @abstractmethod
     async def close(self) -> None:
         """Release connections."""
+
+    # -- checks the backends share
+
+    def _check_vectors(self, chunks: Sequence[Chunk]) -> None:
+        for chunk in chunks:
+            if chunk.vector.shape != (self.dim,):
+                raise StoreError(
+                    f"chunk {chunk.id} has a vector of shape {chunk.vector.shape}; "
+                    f"this store holds {self.dim}-d vectors"
+                )
+
+    def _query_vector(self, vector: Vector) -> Vector:
+        """``vector`` as float32, or :class:`StoreError` when it has the wrong shape."""
+        array = np.asarray(vector, dtype=np.float32)
+        if array.shape != (self.dim,):
+            raise StoreError(
+                f"query vector has shape {array.shape}; this store holds {self.dim}-d vectors"
+            )
+        return array
+
+    # -- backend hooks: arguments already checked
+
+    @abstractmethod
+    async def _ensure_collection(self, collection: str) -> None: ...
+
+    @abstractmethod
+    async def _collections(self) -> list[str]: ...
+
+    @abstractmethod
+    async def _drop_collection(self, collection: str) -> None: ...
+
+    @abstractmethod
+    async def _replace_documents(
+        self, collection: str, documents: Mapping[str, Sequence[Chunk]]
+    ) -> UpsertReport:
+        """Called with at least one document, every chunk filed under its own document."""
+
+    @abstractmethod
+    async def _upsert(self, collection: str, chunks: Sequence[Chunk]) -> UpsertReport:
+        """Called with at least one chunk."""
+
+    @abstractmethod
+    async def _delete_document(self, collection: str, document_id: str) -> int: ...
+
+    @abstractmethod
+    async def _document_hashes(
+        self, collection: str, document_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """Called with at least one id; may raise :class:`CollectionNotFound`."""
+
+    @abstractmethod
+    async def _query(self, collection: str, search: HybridSearch) -> list[Hit]: ...
+
+    @abstractmethod
+    async def _vector_query(self, collection: str, search: NearestSearch) -> list[Hit]: ...
+
+    @abstractmethod
+    async def _count(self, collection: str, *, document_id: str | None) -> int: ...
+
+    @abstractmethod
+    async def _optimize(self, collection: str) -> None: ...

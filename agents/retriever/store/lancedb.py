@@ -15,7 +15,6 @@ found, so one made elsewhere is found too. See docs/retrieval.md for the measure
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,38 +26,30 @@ import pyarrow as pa
 from lancedb.index import FTS, BTree, IvfHnswSq
 
 from agents.retriever.store.base import (
+    HIT_FIELDS,
+    STORED_FIELDS,
     Chunk,
     CollectionNotFound,
     DocumentStore,
     FilterValue,
     Hit,
+    HybridSearch,
+    NearestSearch,
     QueryVector,
     StoreError,
     StoreUnavailable,
     UpsertReport,
-    Vector,
     check_collection,
-    check_filters,
     discard,
+    hit_from_row,
     relative_score_fusion,
     resolve,
+    stored_fields,
 )
 
 log = logging.getLogger(__name__)
-COLUMNS = [
-    "id",
-    "document_id",
-    "text",
-    "source",
-    "start",
-    "end",
-    "title",
-    "heading",
-    "kind",
-    "tags",
-    "doc_hash",
-    "metadata",
-]
+#: The columns a hit is read from.
+HIT_COLUMNS = ["id", *HIT_FIELDS]
 
 
 def _schema(dim: int) -> pa.Schema:
@@ -89,11 +80,10 @@ def _quote(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def where_clause(filters: Mapping[str, FilterValue] | None) -> str | None:
-    """Our filters as a LanceDB SQL predicate."""
+def where_clause(filters: Mapping[str, FilterValue]) -> str | None:
+    """Our (checked) filters as a LanceDB SQL predicate."""
     if not filters:
         return None
-    check_filters(filters)
     clauses = []
     for name, value in sorted(filters.items()):
         values = list(value) if isinstance(value, list | tuple) else [value]
@@ -202,49 +192,33 @@ class LanceStore(DocumentStore):
         names = getattr(response, "tables", response)
         return [str(name) for name in names]
 
-    async def ensure_collection(self, collection: str) -> None:
+    async def _ensure_collection(self, collection: str) -> None:
         await self._table(collection, create=True)
 
-    async def collections(self) -> list[str]:
-        return sorted(await self._names(await self._connect()))
+    async def _collections(self) -> list[str]:
+        return await self._names(await self._connect())
 
-    async def drop_collection(self, collection: str) -> None:
+    async def _drop_collection(self, collection: str) -> None:
         db = await self._connect()
         if collection in await self._names(db):
-            await db.drop_table(check_collection(collection))
+            await db.drop_table(collection)
         self._tables.pop(collection, None)
         self._fts_ready.discard(collection)
 
     def _rows(self, chunks: Sequence[Chunk]) -> pa.Table:
-        for chunk in chunks:
-            if chunk.vector.shape != (self.dim,):
-                raise StoreError(
-                    f"chunk {chunk.id} has a vector of shape {chunk.vector.shape}; "
-                    f"this store holds {self.dim}-d vectors"
-                )
         vectors = np.stack([c.vector for c in chunks]).astype(np.float32).reshape(-1)
+        rows = [stored_fields(c) for c in chunks]
+        columns: dict[str, Any] = {name: [row[name] for row in rows] for name in STORED_FIELDS}
         return pa.table(
             {
                 "id": [c.id for c in chunks],
-                "document_id": [c.document_id for c in chunks],
-                "text": [c.text for c in chunks],
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors), self.dim),
-                "source": [c.source for c in chunks],
-                "start": [c.start for c in chunks],
-                "end": [c.end for c in chunks],
-                "title": [c.title for c in chunks],
-                "heading": [c.heading for c in chunks],
-                "kind": [c.kind for c in chunks],
-                "tags": [list(c.tags) for c in chunks],
-                "doc_hash": [c.doc_hash for c in chunks],
-                "metadata": [json.dumps(dict(c.metadata), default=str) for c in chunks],
+                **columns,
             },
             schema=_schema(self.dim),
         )
 
-    async def upsert(self, collection: str, chunks: Sequence[Chunk]) -> UpsertReport:
-        if not chunks:
-            return UpsertReport()
+    async def _upsert(self, collection: str, chunks: Sequence[Chunk]) -> UpsertReport:
         table = await self._table(collection, create=True)
         await (
             table.merge_insert("id")
@@ -255,14 +229,9 @@ class LanceStore(DocumentStore):
         await self._ensure_fts(collection, table)
         return UpsertReport(written=len(chunks))
 
-    async def replace_documents(
+    async def _replace_documents(
         self, collection: str, documents: Mapping[str, Sequence[Chunk]]
     ) -> UpsertReport:
-        for document_id, chunks in documents.items():
-            if any(c.document_id != document_id for c in chunks):
-                raise StoreError(f"chunks filed under {document_id!r} belong to another document")
-        if not documents:
-            return UpsertReport()
         table = await self._table(collection, create=True)
         chunks = [c for doc_chunks in documents.values() for c in doc_chunks]
         scope = f"document_id IN ({', '.join(_quote(d) for d in documents)})"
@@ -288,7 +257,7 @@ class LanceStore(DocumentStore):
         await table.create_index("document_id", config=BTree(), replace=True)
         self._fts_ready.add(collection)
 
-    async def delete_document(self, collection: str, document_id: str) -> int:
+    async def _delete_document(self, collection: str, document_id: str) -> int:
         table = await self._table(collection)
         predicate = f"document_id = {_quote(document_id)}"
         before: int = await table.count_rows(predicate)
@@ -296,13 +265,10 @@ class LanceStore(DocumentStore):
             await table.delete(predicate)
         return before
 
-    async def document_hashes(self, collection: str, document_ids: Sequence[str]) -> dict[str, str]:
-        if not document_ids:
-            return {}
-        try:
-            table = await self._table(collection)
-        except CollectionNotFound:
-            return {}
+    async def _document_hashes(
+        self, collection: str, document_ids: Sequence[str]
+    ) -> dict[str, str]:
+        table = await self._table(collection)
         found: dict[str, set[str]] = {}
         for start in range(0, len(document_ids), 500):
             batch = document_ids[start : start + 500]
@@ -318,13 +284,13 @@ class LanceStore(DocumentStore):
                 found.setdefault(doc, set()).add(digest)
         return {doc: next(iter(hashes)) for doc, hashes in found.items() if len(hashes) == 1}
 
-    async def count(self, collection: str, *, document_id: str | None = None) -> int:
+    async def _count(self, collection: str, *, document_id: str | None) -> int:
         table = await self._table(collection)
         predicate = None if document_id is None else f"document_id = {_quote(document_id)}"
         rows: int = await table.count_rows(predicate)
         return rows
 
-    async def optimize(self, collection: str) -> None:
+    async def _optimize(self, collection: str) -> None:
         """Compact, refresh the FTS index, and build the ANN index once the table is large."""
         table = await self._table(collection)
         await table.optimize()
@@ -336,29 +302,24 @@ class LanceStore(DocumentStore):
                 "vector", config=IvfHnswSq(distance_type="cosine"), replace=True
             )
 
-    async def vector_query(
-        self,
-        collection: str,
-        vector: Vector,
-        *,
-        k: int = 10,
-        exact: bool = False,
-        filters: Mapping[str, FilterValue] | None = None,
-    ) -> list[Hit]:
+    async def _vector_query(self, collection: str, search: NearestSearch) -> list[Hit]:
         table = await self._table(collection)
         query = (
             table.query()
-            .nearest_to(np.asarray(vector, dtype=np.float32))
+            .nearest_to(search.vector)
             .distance_type("cosine")
-            .select([*COLUMNS, "_distance"])
-            .limit(k)
+            .select([*HIT_COLUMNS, "_distance"])
+            .limit(search.k)
         )
-        query = query.bypass_vector_index() if exact else query.nprobes(self.nprobes).ef(self.ef)
-        clause = where_clause(filters)
+        if search.exact:
+            query = query.bypass_vector_index()
+        else:
+            query = query.nprobes(self.nprobes).ef(self.ef)
+        clause = where_clause(search.filters)
         if clause:
             query = query.where(clause)
         rows = await query.to_list()
-        return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
+        return [hit_from_row(row, 1.0 - float(row["_distance"]), id_field="id") for row in rows]
 
     async def _candidates(
         self,
@@ -369,12 +330,12 @@ class LanceStore(DocumentStore):
         vector: QueryVector | None,
         n: int,
         clause: str | None,
-    ) -> list[Hit]:
+    ) -> list[tuple[str, float]]:
         """Ids and raw scores only (fetching text for every candidate costs more than search)."""
         if vector is not None:
             query = (
                 table.query()
-                .nearest_to(np.asarray(await resolve(vector), dtype=np.float32))
+                .nearest_to(self._query_vector(await resolve(vector)))
                 .distance_type("cosine")
                 .nprobes(self.nprobes)
                 .ef(max(self.ef, n))
@@ -394,24 +355,20 @@ class LanceStore(DocumentStore):
             query = query.where(clause)
         rows = (await query.to_arrow()).to_pylist()
         if vector is not None:
-            return [_candidate(row["id"], 1.0 - float(row["_distance"])) for row in rows]
-        return [_candidate(row["id"], float(row["_score"])) for row in rows]
+            return [(row["id"], 1.0 - float(row["_distance"])) for row in rows]
+        return [(row["id"], float(row["_score"])) for row in rows]
 
-    async def query(
-        self,
-        collection: str,
-        *,
-        text: str,
-        vector: QueryVector,
-        k: int = 5,
-        alpha: float = 0.5,
-        filters: Mapping[str, FilterValue] | None = None,
-    ) -> list[Hit]:
-        table = await self._table(collection)
-        clause = where_clause(filters)
+    async def _query(self, collection: str, search: HybridSearch) -> list[Hit]:
+        text, vector, k, alpha = search.text, search.vector, search.k, search.alpha
+        try:
+            table = await self._table(collection)
+        except StoreError:
+            discard(vector)
+            raise
+        clause = where_clause(search.filters)
         n = max(self.candidates, k)
-        vector_hits: list[Hit] = []
-        bm25: list[Hit] = []
+        vector_hits: list[tuple[str, float]] = []
+        bm25: list[tuple[str, float]] = []
         if alpha >= 1.0:
             vector_hits = await self._candidates(
                 table, collection, text=text, vector=vector, n=k, clause=clause
@@ -429,30 +386,15 @@ class LanceStore(DocumentStore):
         ranked = relative_score_fusion(vector_hits, bm25, alpha=alpha, k=k)
         if not ranked:
             return []
-        ids = ", ".join(_quote(hit.chunk_id) for hit in ranked)
-        rows = await table.query().where(f"id IN ({ids})").select(COLUMNS).to_list()
+        ids = ", ".join(_quote(chunk_id) for chunk_id, _ in ranked)
+        rows = await table.query().where(f"id IN ({ids})").select(HIT_COLUMNS).to_list()
         by_id = {row["id"]: row for row in rows}
-        return [_hit(by_id[h.chunk_id], h.score) for h in ranked if h.chunk_id in by_id]
+        return [
+            hit_from_row(by_id[chunk_id], score, id_field="id")
+            for chunk_id, score in ranked
+            if chunk_id in by_id
+        ]
 
     async def close(self) -> None:
         self._tables.clear()
         self._db = None
-
-
-def _candidate(chunk_id: str, score: float) -> Hit:
-    return Hit(chunk_id=chunk_id, document_id="", source="", text="", score=score)
-
-
-def _hit(row: Mapping[str, Any], score: float) -> Hit:
-    return Hit(
-        chunk_id=row["id"],
-        document_id=row["document_id"],
-        source=row["source"] or "",
-        text=row["text"],
-        score=score,
-        start=int(row["start"] or 0),
-        end=int(row["end"] or 0),
-        title=row["title"] or "",
-        heading=row["heading"] or "",
-        metadata=json.loads(row["metadata"] or "{}"),
-    )
