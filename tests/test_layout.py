@@ -43,6 +43,13 @@ def test_registry_never_imports_agents() -> None:
         assert not {n for n in names if n.split(".")[0] in ("agents", "scriptorium")}, path
 
 
+def test_only_the_scaffold_imports_the_registry() -> None:
+    for package in ("agents/common", *(f"agents/{agent}" for agent in AGENTS)):
+        for path, names in _imports(package).items():
+            reaching = {n for n in names if n == "registry" or n.startswith("registry.")}
+            assert not reaching, f"{path} imports {reaching}: go through agents.scaffold"
+
+
 @pytest.mark.parametrize("agent", AGENTS)
 def test_no_agent_imports_another_agent(agent: str) -> None:
     others = {f"agents.{a}" for a in AGENTS if a != agent}

@@ -12,8 +12,8 @@ from agents.common.grounding import Grounder
 from agents.common.settings import EmbeddingSettings
 from agents.common.vectors import SharedVectors
 from agents.scaffold.executor import SkillError
+from agents.scaffold.keys import RedisKeys
 from agents.scaffold.peers import Peers
-from registry.keys import RedisKeys
 
 
 class GroundedAgent:

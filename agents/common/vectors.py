@@ -18,7 +18,7 @@ import redis as sync_redis
 from redis.exceptions import RedisError
 
 from agents.common.embedding import Vectors
-from registry.keys import RedisKeys
+from agents.scaffold.keys import RedisKeys
 
 log = logging.getLogger(__name__)
 DEFAULT_TTL_S = 600
