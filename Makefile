@@ -99,6 +99,7 @@ bench: setup ## Run every benchmark and print their JSON.
 	$(BIN)/scriptorium bench retrieval --json
 	$(BIN)/scriptorium bench inference --json
 	$(BIN)/scriptorium bench e2e --json
+	$(BIN)/scriptorium bench load --json
 
 eval: setup model ## Answer the dev set on a fresh stack and print the quality figures (JSON).
 	$(BIN)/scriptorium eval --json

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-Benchmark = Callable[[], Awaitable[Mapping[str, Any]]]
+Benchmark = Callable[..., Awaitable[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,23 @@ class LazyBenchmark:
 
     module: str
     summary: str = ""
+    #: Keyword arguments its ``run`` takes (``scriptorium bench`` options of the same name).
+    options: tuple[str, ...] = ()
 
-    async def __call__(self) -> Mapping[str, Any]:
-        result: Mapping[str, Any] = await importlib.import_module(self.module).run()
+    async def __call__(self, **options: Any) -> Mapping[str, Any]:
+        result: Mapping[str, Any] = await importlib.import_module(self.module).run(**options)
         return result
 
 
-def _lazy(module: str, summary: str = "") -> LazyBenchmark:
+def _lazy(module: str, summary: str = "", options: tuple[str, ...] = ()) -> LazyBenchmark:
     """The module's ``run``, imported only when the benchmark runs."""
-    return LazyBenchmark(module, summary)
+    return LazyBenchmark(module, summary, options)
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The options benchmark ``name`` takes (keyword arguments of its ``run``)."""
+    benchmark = BENCHMARKS[name]
+    return benchmark.options if isinstance(benchmark, LazyBenchmark) else ()
 
 
 #: Benchmark name (``scriptorium bench <name>``) -> its ``run`` coroutine function.
@@ -62,6 +70,11 @@ BENCHMARKS: dict[str, Benchmark] = {
     "e2e": _lazy(
         "scriptorium.bench.e2e",
         "whole answers through the team (retrieve, write, critique) at 1, 4 and 8 in flight",
+    ),
+    "load": _lazy(
+        "scriptorium.bench.load",
+        "500 answers at 16 in flight: error rate, latency, Redis keys before and after",
+        options=("questions", "concurrency", "registry_url"),
     ),
 }
 
