@@ -50,6 +50,9 @@ class Skill:
     examples: Sequence[str] = ()
     input_modes: Sequence[str] = ("application/json", "text/plain")
     output_modes: Sequence[str] = ("application/json", "text/plain")
+    #: Only callers with the operator role may use it; listed in the authenticated extended
+    #: card only (when auth is on).
+    operator_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,21 @@ class CardError(ValueError):
 
 
 def build_agent_card(
-    spec: CardSpec, base_url: str, *, grpc_url: str | None = None, require_token: bool = False
+    spec: CardSpec,
+    base_url: str,
+    *,
+    grpc_url: str | None = None,
+    require_token: bool = False,
+    public: bool = False,
 ) -> AgentCard:
     """Build the card an agent serves at ``base_url`` + ``/.well-known/agent-card.json``.
 
     ``grpc_url`` (``http://host:port`` of its gRPC server) adds the GRPC interface.
+    ``require_token`` declares the bearer security scheme; with it, ``public`` builds the
+    public card: operator-only skills left out, ``capabilities.extended_agent_card`` on (the
+    card without ``public`` is the authenticated extended card).
     """
+    public = public and require_token
     base = base_url.rstrip("/")
     grpc = (
         [AgentInterface(url=grpc_url, protocol_binding="GRPC", protocol_version=PROTOCOL_VERSION)]
@@ -146,13 +158,19 @@ def build_agent_card(
                 output_modes=list(s.output_modes),
             )
             for s in spec.skills
+            if not (public and s.operator_only)
         ],
     )
     if require_token:
+        card.capabilities.extended_agent_card = True
         card.security_schemes[BEARER_SCHEME].CopyFrom(
             SecurityScheme(
                 http_auth_security_scheme=HTTPAuthSecurityScheme(
-                    scheme="Bearer", description="Token from SCRIPTORIUM_TOKEN."
+                    scheme="Bearer",
+                    bearer_format="API key or JWT",
+                    description="A static key (SCRIPTORIUM_TOKEN, SCRIPTORIUM_API_KEYS) or a "
+                    "JWT with sub and exp (HS256 shared secret, or a JWKS key). Operator-only "
+                    "skills need the operator role.",
                 )
             )
         )

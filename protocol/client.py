@@ -45,6 +45,7 @@ from pydantic import BaseModel
 
 from protocol import telemetry
 from protocol.cards import SKILL_METADATA_KEY
+from protocol.signing import TrustedKeys, verify_card
 from protocol.streams import (
     ORPHANED,
     SETTLED_STATES,
@@ -106,13 +107,15 @@ async def open_client(
     *,
     streaming: bool = True,
     transport: str | None = None,
+    trusted_keys: TrustedKeys | None = None,
 ) -> Client:
     """An A2A client for an agent given by base URL (fetches its card) or by card.
 
     It speaks JSON-RPC, else HTTP+JSON, else gRPC, whatever the card prefers; ``transport``
     (``"JSONRPC"``, ``"HTTP+JSON"`` or ``"GRPC"``) insists on one. gRPC calls carry the
     ``http`` client's Authorization header, and its timeout (unary calls; streams follow
-    their task).
+    their task). With ``trusted_keys`` the card must carry a valid signature by one of
+    them, else :class:`~protocol.signing.CardSignatureError` (nothing is called).
     """
     config = ClientConfig(
         streaming=streaming,
@@ -126,6 +129,8 @@ async def open_client(
         if isinstance(agent, AgentCard)
         else await A2ACardResolver(http, agent).get_agent_card()
     )
+    if trusted_keys is not None:
+        verify_card(card, trusted_keys)
     client = await create_client(
         card, client_config=config, interceptors=[TraceContextPropagation()]
     )
@@ -160,13 +165,17 @@ def grpc_channel(url: str, http: httpx.AsyncClient) -> grpc.aio.Channel:
     )
     if parts.scheme == "https":
         return grpc.aio.secure_channel(
-            target, grpc.ssl_channel_credentials(), interceptors=[defaults]
+            target, grpc.ssl_channel_credentials(), interceptors=defaults.interceptors()
         )
-    return grpc.aio.insecure_channel(target, interceptors=[defaults])
+    return grpc.aio.insecure_channel(target, interceptors=defaults.interceptors())
 
 
-class _GrpcDefaults(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Adds metadata to every call, and a deadline to unary calls that have none."""
+class _GrpcDefaults:
+    """Adds metadata to every call, and a deadline to unary calls that have none.
+
+    Give a channel :meth:`interceptors`: grpc.aio files an interceptor under its first
+    matching kind only, so one object of both kinds would never see streaming calls.
+    """
 
     def __init__(self, metadata: list[tuple[str, str]], timeout_s: float | None) -> None:
         self.metadata = metadata
@@ -183,11 +192,25 @@ class _GrpcDefaults(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamCl
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+    def interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        """One interceptor for unary calls, one for server-streaming calls."""
+        return [_UnaryDefaults(self), _StreamDefaults(self)]
+
+
+class _UnaryDefaults(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, defaults: _GrpcDefaults) -> None:
+        self.defaults = defaults
+
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details, unary=True), request)
+        return await continuation(self.defaults._details(details, unary=True), request)
+
+
+class _StreamDefaults(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, defaults: _GrpcDefaults) -> None:
+        self.defaults = defaults
 
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details, unary=False), request)
+        return await continuation(self.defaults._details(details, unary=False), request)
 
 
 def skill_message(

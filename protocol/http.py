@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import re
@@ -26,13 +25,17 @@ from a2a.server.routes import create_agent_card_routes
 from a2a.types import AgentCard
 from a2a.utils.errors import A2AError, InternalError
 from fastapi import HTTPException
+from pydantic import SecretStr
+from starlette.authentication import AuthCredentials
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from protocol.auth import Authenticator, AuthError
 from protocol.cards import CARD_PATH
 from protocol.errors import RETRY_AFTER_KEY, RETRYABLE_REASONS
+from protocol.settings import CommonSettings
 
 #: How long clients and proxies may reuse a card without asking again.
 CARD_CACHE_CONTROL = "public, max-age=60"
@@ -54,6 +57,7 @@ A2A_HTTP_STATUS: dict[str, int] = {
     "INTERNAL_ERROR": 500,
     "AGENT_BUSY": 503,
     "TASK_STORE_UNAVAILABLE": 503,
+    "PERMISSION_DENIED": 403,
 }
 #: JSON-RPC codes of requests refused before parsing (JSON-RPC 2.0's own).
 INVALID_REQUEST = -32600
@@ -260,18 +264,30 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
 
 
 class BearerAuthMiddleware:
-    """Answers 401 unless ``Authorization: Bearer <token>`` is sent (some paths stay open)."""
+    """Answers 401 unless a valid bearer credential is sent (some paths stay open).
+
+    Credentials are checked by a :class:`~protocol.auth.Authenticator` (static keys, JWTs);
+    ``token=`` alone accepts that one static key. The caller goes into the ASGI scope as
+    ``user`` (a :class:`~protocol.auth.Principal`) and ``auth`` (its roles as scopes), where
+    a2a-sdk's call context and FastAPI's ``request.user`` find it; the ``Authorization``
+    header itself is not passed on. A refusal says what to send.
+    """
 
     def __init__(
         self,
         app: ASGIApp,
-        token: str,
+        token: str | None = None,
         *,
+        authenticator: Authenticator | None = None,
         open_paths: Collection[str] = (),
         protects: Callable[[str, str], bool] | None = None,
     ) -> None:
+        if authenticator is None:
+            if token is None:
+                raise ValueError("BearerAuthMiddleware needs a token or an authenticator")
+            authenticator = Authenticator(CommonSettings.model_construct(token=SecretStr(token)))
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.authenticator = authenticator
         self.open_paths = frozenset(open_paths)
         self.protects = protects
 
@@ -279,18 +295,23 @@ class BearerAuthMiddleware:
         if scope["type"] != "http" or not self._guarded(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        sent = dict(scope["headers"]).get(b"authorization", b"")
-        if not hmac.compare_digest(sent, self.expected):
+        sent = dict(scope["headers"]).get(b"authorization")
+        try:
+            principal = self.authenticator.authenticate(sent)
+        except AuthError as exc:
             response = JSONResponse(
-                {
-                    "detail": "missing or wrong bearer token; send Authorization: Bearer "
-                    "<SCRIPTORIUM_TOKEN>"
-                },
-                status_code=401,
+                {"detail": str(exc)},
+                status_code=exc.status,
                 headers={"WWW-Authenticate": "Bearer"},
             )
             await response(scope, receive, send)
             return
+        # The credential stops here: the app sees the caller, never the secret (a2a-sdk
+        # logs a call's headers at DEBUG).
+        headers = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+        scope = {**scope, "headers": headers}
+        scope["user"] = principal
+        scope["auth"] = AuthCredentials(sorted(principal.roles))
         await self.app(scope, receive, send)
 
     def _guarded(self, method: str, path: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,8 +48,43 @@ class CommonSettings(BaseSettings):
     registry_url: str | None = Field(
         default=None, description="Discovery endpoint (default: http://host:base_port)."
     )
+    auth: Literal["required", "off"] = Field(
+        default="required",
+        description="`required`: every agent and registry write/stream needs a bearer "
+        "credential (a process with none configured refuses to start); `off`: local "
+        "development only.",
+    )
     token: SecretStr | None = Field(
-        default=None, description="Bearer token required by agents and the registry when set."
+        default=None,
+        description="Shared static bearer key (subject `scriptorium`, an operator); also what "
+        "this process sends when it has no key or JWT secret of its own.",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None, description="Accepted static keys: `subject=key,subject=key`."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="This process's own bearer key for the calls it makes."
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared HS256 secret: JWTs signed with it are accepted, and this process "
+        "mints its own (sub = SCRIPTORIUM_IDENTITY).",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="JWKS whose keys (RS256/ES256) sign accepted JWTs: https://... or file:///path.",
+    )
+    jwt_audience: str | None = Field(
+        default=None, description="Required `aud` of accepted JWTs (and of minted ones)."
+    )
+    identity: str | None = Field(
+        default=None,
+        description="Subject of the JWTs this process mints (the launcher sets the component's "
+        "name).",
+    )
+    operators: str = Field(
+        default="",
+        description="Comma-separated subjects with the operator role (operator-only skills).",
     )
     connect_timeout_s: float = Field(default=3.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
@@ -88,8 +124,14 @@ class CommonSettings(BaseSettings):
             return self.registry_url.rstrip("/")
         return f"http://{self.public_host}:{self.port_of('registry')}"
 
+    @property
+    def operator_subjects(self) -> frozenset[str]:
+        """The subjects of ``operators``."""
+        return frozenset(s.strip() for s in self.operators.split(",") if s.strip())
+
     def auth_headers(self) -> dict[str, str]:
-        """HTTP headers that carry the token, if one is configured."""
-        if self.token is None:
-            return {}
-        return {"Authorization": f"Bearer {self.token.get_secret_value()}"}
+        """HTTP headers carrying this process's own credential (:mod:`protocol.auth`)."""
+        from protocol.auth import outgoing_credential
+
+        credential = outgoing_credential(self)
+        return {} if credential is None else {"Authorization": f"Bearer {credential}"}

@@ -41,6 +41,8 @@ from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 from protocol import telemetry
+from protocol.auth import Authenticator, check_configured
+from protocol.auth import enforced as auth_enforced
 from protocol.http import BearerAuthMiddleware, BodyLimitMiddleware
 from registry.card_schema import CardBody
 from registry.errors import (
@@ -201,7 +203,8 @@ Svc = Annotated[Services, Depends(_services)]
 
 
 async def _authorize_write(request: Request, svc: Svc) -> None:
-    """Writes need a peer in allowed_networks (the bearer token is checked by middleware)."""
+    """Writes need a peer in allowed_networks (the bearer credential is checked by
+    middleware)."""
     peer = request.client.host if request.client else None
     if peer is None or not address_allowed(peer, svc.networks):
         raise HTTPException(
@@ -226,7 +229,7 @@ _STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def is_stream_path(path: str) -> bool:
-    """Whether ``path`` is one of the event streams (guarded like writes when a token is set)."""
+    """Whether ``path`` is one of the event streams (guarded like writes unless auth is off)."""
     return path == "/changes" or (path.startswith("/sessions/") and path.endswith("/events"))
 
 
@@ -577,7 +580,9 @@ async def sweep_forever(registry: Registry, interval_s: float, metrics: Metrics)
 
 def create_app(settings: RegistrySettings, *, redis: aioredis.Redis | None = None) -> FastAPI:
     """The registry app. Without ``redis`` it connects to ``settings.redis_url`` and closes
-    that client on shutdown."""
+    that client on shutdown. Raises :class:`~protocol.auth.AuthConfigError` when auth is
+    required and no credential is configured."""
+    check_configured(settings)
     client = redis if redis is not None else redis_client(settings, wait_for_connection=True)
     keys = RedisKeys(settings.redis_prefix)
     registry = Registry(client, settings, keys=keys)
@@ -619,11 +624,9 @@ def create_app(settings: RegistrySettings, *, redis: aioredis.Redis | None = Non
     app.include_router(router)
     app.include_router(viewer_router())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    if settings.token is not None:
+    if auth_enforced(settings):
         app.add_middleware(
-            BearerAuthMiddleware,
-            token=settings.token.get_secret_value(),
-            protects=_guarded,
+            BearerAuthMiddleware, authenticator=Authenticator(settings), protects=_guarded
         )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     _install_error_handlers(app, client)
@@ -633,7 +636,7 @@ def create_app(settings: RegistrySettings, *, redis: aioredis.Redis | None = Non
 
 def _complete_schema(app: FastAPI, settings: RegistrySettings) -> None:
     """What FastAPI's schema cannot say by itself: the lease maximum is this app's
-    ``max_session_lease_s``; with a token, the writes and streams declare bearer auth; the
+    ``max_session_lease_s``; unless auth is off, the writes and streams declare bearer auth; the
     models event streams carry are in the components."""
     generate = app.openapi
 
@@ -650,7 +653,7 @@ def _complete_schema(app: FastAPI, settings: RegistrySettings) -> None:
             for branch in models[name]["properties"]["lease_s"].get("anyOf", []):
                 if branch.get("type") == "number":
                     branch["maximum"] = settings.max_session_lease_s
-        if settings.token is not None:
+        if auth_enforced(settings):
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"}
             }

@@ -19,6 +19,18 @@ class RegistrationRefused(RegistryError):
     """The card is valid but the registry will not accept the instance."""
 
 
+class UntrustedCard(RegistrationRefused):
+    """The card's signature is missing, by an unknown key, or does not verify (403).
+
+    ``reason`` is one of :mod:`protocol.signing`'s: ``unsigned``, ``unknown_key``,
+    ``card_changed``, ``bad_signature``, ``unreadable``.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"card signature refused ({reason}): {detail}")
+
+
 class SpoofedCard(RegistryError):
     """The card served by the agent differs from the one submitted."""
 

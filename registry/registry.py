@@ -26,6 +26,7 @@ from protocol.cards import (
     skill_ids,
     validate_card,
 )
+from protocol.signing import UNKNOWN_KEY, UNSIGNED, CardKey, CardSignatureError, verify_card
 from registry import lua
 from registry.errors import (
     InstanceConflict,
@@ -33,6 +34,7 @@ from registry.errors import (
     InvalidRequest,
     RegistrationRefused,
     SpoofedCard,
+    UntrustedCard,
 )
 from registry.keys import RedisKeys
 from registry.limits import (
@@ -86,6 +88,7 @@ class Registry:
         self.sessions = SessionBroker(redis, settings, keys=self.keys)
         self._http = http
         self._networks = parse_networks(settings.allowed_networks)
+        self._trusted = settings.trusted_keys()
 
     # -- registration -------------------------------------------------------------------
 
@@ -102,8 +105,10 @@ class Registry:
         alphabet, or a capacity outside 1..``MAX_CAPACITY``), :class:`InvalidRequest` for an
         instance id outside the alphabet, :class:`RegistrationRefused` when the card's host
         is outside ``allowed_networks`` or its card cannot be fetched, :class:`SpoofedCard`
-        when ``verify`` finds the served card differs, and :class:`InstanceConflict` when
-        the id belongs to another live instance (another card URL).
+        when ``verify`` finds the served card differs, :class:`UntrustedCard` when its
+        signature is missing (signing required), by an unknown key (required) or does not
+        verify (always), and :class:`InstanceConflict` when the id belongs to another live
+        instance (another card URL, or another signing key).
         """
         parsed = _parse_card(card)
         base, host, port = _endpoint(parsed)
@@ -112,13 +117,14 @@ class Registry:
         check_instance_id(instance_id)
         capacity = _capacity(parsed)
         await self._check_host(host, port)
+        signer = self._check_signature(parsed, base)
         wire = card_to_dict(parsed)
         if verify:
             await self._verify(wire, base)
         skills = skill_ids(parsed)
         tags = list(dict.fromkeys(tag for skill in parsed.skills for tag in skill.tags))
         card_json = _compact(wire)
-        binding = binding_of(parsed, base)
+        binding = binding_of(parsed, base, signer)
         reply = await lua.REGISTER(
             self.redis,
             [self.keys.agent(instance_id), self.keys.agents, self.keys.changes],
@@ -143,7 +149,7 @@ class Registry:
                 "registration refused: instance id held by a live instance",
                 extra={"instance_id": instance_id, "url": base, "bound_to": bound_to},
             )
-            raise InstanceConflict(instance_id, bound_to, base)
+            raise InstanceConflict(instance_id, bound_to, binding)
         _, now, leased, registered_at = reply
         log.info(
             "agent registered",
@@ -352,6 +358,29 @@ class Registry:
 
     # -- checks ---------------------------------------------------------------------------
 
+    def _check_signature(self, card: AgentCard, base: str) -> CardKey | None:
+        """The trusted key that signed ``card``, None when it is admitted unverified.
+
+        With ``require_signed_cards`` only a card signed by a trusted key is admitted.
+        Without, an unsigned card or one signed by a key the registry does not know is
+        admitted (bound to its URL only), but a signature by a trusted key must verify: a
+        card changed after signing is refused either way.
+        """
+        required = self.settings.require_signed_cards
+        if self._trusted is None:
+            return None  # require_signed_cards needs trusted keys (settings check)
+        try:
+            return verify_card(card, self._trusted)
+        except CardSignatureError as exc:
+            if not required and exc.reason in (UNSIGNED, UNKNOWN_KEY):
+                log.info("card admitted unverified", extra={"url": base, "reason": exc.reason})
+                return None
+            log.warning(
+                "card signature refused",
+                extra={"url": base, "reason": exc.reason, "error": str(exc)},
+            )
+            raise UntrustedCard(exc.reason, str(exc)) from exc
+
     async def _check_host(self, host: str, port: int) -> None:
         try:
             addresses = await resolve(host, port, timeout_s=self.settings.connect_timeout_s)
@@ -471,17 +500,18 @@ def _capacity(card: AgentCard) -> int:
     return capacity
 
 
-def binding_of(card: AgentCard, base: str) -> str:
+def binding_of(card: AgentCard, base: str, signer: CardKey | None = None) -> str:
     """What an instance id is bound to: only a registration with the same binding may
     replace a live record under that id.
 
-    Today that is the card's base URL. Hook for card signing: once cards are signed and
-    verified, return the URL together with the signing key's thumbprint (e.g.
-    ``f"{base}#key={thumbprint}"``), so that taking over an id needs both the address and
-    the key. Records stored before a binding existed are compared by their URL.
+    The card's base URL; for a card whose signature the registry verified, the URL and the
+    signing key's RFC 7638 thumbprint (``{base}#key={thumbprint}``), so that taking over a
+    live id needs both the address and the key (a re-registration signed by another key,
+    or unsigned, is refused with 409). Records stored before a binding existed are compared
+    by their URL.
     """
-    del card  # the signing key will come from here
-    return base
+    del card  # the binding depends on where the card is served and who signed it
+    return base if signer is None else f"{base}#key={signer.thumbprint}"
 
 
 def check_instance_id(instance_id: str) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from protocol.settings import CommonSettings
+from protocol.signing import CardTrustSettings
 from registry.limits import LEASE_CEILING_S
 
 
-class RegistrySettings(CommonSettings):
+class RegistrySettings(CardTrustSettings):
     """What the registry needs on top of :class:`~protocol.settings.CommonSettings`.
 
     Heartbeat timing (``heartbeat_interval_s``, ``heartbeat_ttl_s``), ``allowed_networks``
-    and ``token`` come from the common settings.
+    and ``token`` come from the common settings; trusted card keys and
+    ``require_signed_cards`` from :class:`~protocol.signing.CardTrustSettings`.
     """
 
     sweep_interval_s: float = Field(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -153,6 +154,8 @@ def up(
     try:
         stack.start()
         console.print(f"registry: {stack.registry_url}   redis: {stack.redis_url}")
+        console.print(stack.auth_summary())
+        console.print(f"session viewer: {stack.viewer_url}")
         console.print(f"logs: {stack.log_dir}   (Ctrl-C stops everything)")
         stack.wait_healthy(timeout_s=STACK_START_TIMEOUT_S)
         agents_view = AgentsView(stack.agents_json)
@@ -191,7 +194,8 @@ def demo(
             records = stack.wait_healthy(timeout_s=STACK_START_TIMEOUT_S)
         out.print(agents_table(records))
         out.print(f"discovery endpoint: {stack.registry_url}/agents")
-        asyncio.run(_demo(stack.registry_url, settings, _demo_documents()))
+        out.print(stack.auth_summary())
+        asyncio.run(_demo(stack.registry_url, stack.settings, _demo_documents()))
     except StackError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -707,6 +711,20 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _client_settings() -> CommonSettings:
+    """Settings for calling a running stack: the environment's, plus the token a local
+    ``scriptorium up`` generated (``<data_dir>/stack-token``) when none is configured."""
+    from protocol.auth import outgoing_credential
+    from scriptorium.launcher import TOKEN_FILE
+
+    settings = CommonSettings()
+    token_file = settings.data_dir / TOKEN_FILE
+    if outgoing_credential(settings) is None and token_file.is_file():
+        token = SecretStr(token_file.read_text(encoding="utf-8").strip())
+        return settings.model_copy(update={"token": token})
+    return settings
+
+
 def _on_stack(
     registry_url: str | None,
     work: Callable[[Peers], Awaitable[T]],
@@ -718,7 +736,7 @@ def _on_stack(
     from protocol.client import SkillFailed, http_status, is_unreachable
     from registry.client import RegistryUnreachable
 
-    settings = CommonSettings()
+    settings = _client_settings()
     url = (registry_url or settings.resolved_registry_url).rstrip("/")
 
     async def run() -> T:
@@ -1132,20 +1150,36 @@ def _bench_help() -> str:
 def bench(
     name: Annotated[str, typer.Argument(help="Benchmark to run (listed above).")],
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line.")] = False,
+    questions: Annotated[
+        int | None, typer.Option("--questions", min=1, help="load: questions to ask (500).")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="load: questions in flight (16).")
+    ] = None,
+    registry_url: Annotated[
+        str | None,
+        typer.Option("--registry-url", help="load: ask this running stack, not one of its own."),
+    ] = None,
 ) -> None:
-    from scriptorium.bench import BENCHMARKS
+    from scriptorium.bench import BENCHMARKS, options_of
 
     if name not in BENCHMARKS:
         raise typer.BadParameter(
             f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}"
         )
+    given = {"questions": questions, "concurrency": concurrency, "registry_url": registry_url}
+    options = {key: value for key, value in given.items() if value is not None}
+    unknown = sorted(set(options) - set(options_of(name)))
+    if unknown:
+        flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
+        raise typer.BadParameter(f"benchmark {name!r} takes no {flags}")
     configure_logging("WARNING", as_json=False)
     if not as_json:
         console.print(f"running benchmark {name!r} ...")
     benchmark = BENCHMARKS[name]
 
     async def measure() -> Mapping[str, Any]:
-        return await benchmark()
+        return await benchmark(**options)
 
     result = asyncio.run(measure())
     print(json.dumps(result))

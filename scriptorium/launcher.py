@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,15 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from agents.scaffold.app import AgentParts, serve_agent
 from agents.scaffold.settings import AgentSettings
+from protocol.auth import AuthConfigError, check_configured
+from protocol.auth import configured as auth_configured
+from protocol.auth import enforced as auth_enforced
 from protocol.process import die_with_parent
 from protocol.settings import AGENT_NAMES, CommonSettings
 from registry.settings import RegistrySettings
 from scriptorium.valkey import start_valkey
 
 log = logging.getLogger(__name__)
+
+
+#: The file in the data dir where a stack writes the token it generated (owner-only).
+TOKEN_FILE = "stack-token"  # noqa: S105 (a file name, not a secret)
 
 
 class StackError(RuntimeError):
@@ -49,6 +58,7 @@ def run_agent(name: str, port: int, *, grpc_port: int | None = None) -> None:
     """Serve one agent (HTTP and gRPC on ``port``, gRPC apart on ``grpc_port`` or the
     setting when given) in this process until interrupted."""
     settings = AgentSettings() if grpc_port is None else AgentSettings(grpc_port=grpc_port)
+    _refuse_without_credentials(settings)
     asyncio.run(serve_agent(load_agent(name, settings), settings, port=port))
 
 
@@ -56,7 +66,31 @@ def run_registry(host: str, port: int) -> None:
     """Serve the registry's discovery endpoint in this process until interrupted."""
     from registry.api import serve
 
-    asyncio.run(serve(RegistrySettings(), host=host, port=port))
+    settings = RegistrySettings()
+    _refuse_without_credentials(settings)
+    asyncio.run(serve(settings, host=host, port=port))
+
+
+def _refuse_without_credentials(settings: CommonSettings) -> None:
+    """Exit (status 2) saying what to set when auth is required and nothing is configured."""
+    try:
+        check_configured(settings)
+    except AuthConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def auth_env(settings: CommonSettings) -> dict[str, str]:
+    """The auth settings of ``settings`` as the environment of a child process."""
+    env = {"SCRIPTORIUM_AUTH": settings.auth, "SCRIPTORIUM_OPERATORS": settings.operators}
+    for name in ("token", "api_keys", "jwt_secret"):
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"SCRIPTORIUM_{name.upper()}"] = value.get_secret_value()
+    for name in ("jwks_url", "jwt_audience"):
+        if getattr(settings, name) is not None:
+            env[f"SCRIPTORIUM_{name.upper()}"] = str(getattr(settings, name))
+    return env
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -72,6 +106,11 @@ class Stack:
 
     Ports: ``base_port`` + the component's offset, or ``ephemeral=True`` for free ports
     (agents then bind port 0 and are found through the registry).
+
+    Auth: the components get the stack's auth settings, and each its own identity
+    (``SCRIPTORIUM_IDENTITY``: its name). With auth required and no credential configured,
+    the stack makes a random token of its own (:attr:`generated_token`), hands it to every
+    component and uses it itself (``settings.auth_headers()``): auth stays on locally.
     """
 
     def __init__(
@@ -84,6 +123,10 @@ class Stack:
         env: dict[str, str] | None = None,
         log_dir: Path | None = None,
     ) -> None:
+        #: Whether the token every component and client uses was made for this stack.
+        self.generated_token = settings.auth == "required" and not auth_configured(settings)
+        if self.generated_token:
+            settings = settings.model_copy(update={"token": SecretStr(secrets.token_urlsafe(32))})
         self.settings = settings
         self.agents = list(agents)
         self.ephemeral = ephemeral
@@ -95,9 +138,40 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._valkey: Any = None
 
+    @property
+    def token_file(self) -> Path:
+        """Where a generated token is written (owner-only) for other local clients."""
+        return self.settings.data_dir / TOKEN_FILE
+
+    @property
+    def viewer_url(self) -> str:
+        """The session viewer's address; with a generated token, carrying it in the fragment
+        (which browsers never send to a server) so the viewer can follow live sessions."""
+        url = f"{self.registry_url}/ui"
+        if self.generated_token and self.settings.token is not None:
+            return f"{url}#token={self.settings.token.get_secret_value()}"
+        return url
+
+    def auth_summary(self) -> str:
+        """One line saying how this stack authenticates (never the secret itself)."""
+        if not auth_enforced(self.settings):
+            return "auth is off (local development)"
+        if self.generated_token:
+            return (
+                f"auth is on: this stack's token is in {self.token_file} (scriptorium "
+                "commands run from this folder use it; other clients: export "
+                f"SCRIPTORIUM_TOKEN=$(cat {self.token_file}))"
+            )
+        return "auth is on (the configured credentials)"
+
     def start(self) -> None:
         """Start every component (does not wait for registration)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.generated_token and self.settings.token is not None:
+            self.token_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.settings.token.get_secret_value())
         if not self.redis_url:
             data = self.settings.data_dir / "valkey" if self.persist else None
             self._valkey = start_valkey(data)
@@ -120,7 +194,11 @@ class Stack:
         self._spawn(
             key,
             ["agent", agent, "--port", str(port)],
-            env={"SCRIPTORIUM_INSTANCE_ID": instance_id, **(env or {})},
+            env={
+                "SCRIPTORIUM_INSTANCE_ID": instance_id,
+                "SCRIPTORIUM_IDENTITY": instance_id,
+                **(env or {}),
+            },
         )
         return instance_id
 
@@ -128,6 +206,7 @@ class Stack:
         own = env or {}
         env = {
             **os.environ,
+            "SCRIPTORIUM_IDENTITY": name,
             **self.extra_env,
             **own,
             "REDIS_URL": self.redis_url or "",
@@ -138,8 +217,7 @@ class Stack:
             "SCRIPTORIUM_HEARTBEAT_INTERVAL_S": str(self.settings.heartbeat_interval_s),
             "SCRIPTORIUM_HEARTBEAT_TTL_S": str(self.settings.heartbeat_ttl_s),
         }
-        if self.settings.token is not None:
-            env["SCRIPTORIUM_TOKEN"] = self.settings.token.get_secret_value()
+        env.update(auth_env(self.settings))
         log_file = (self.log_dir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "scriptorium", *args],

@@ -54,6 +54,7 @@ CARD = CardSpec(
             examples=['{"paths": ["docs/"], "collection": "default"}'],
             input_modes=("application/json",),
             output_modes=("application/json",),
+            operator_only=True,  # writes the shared store: operators only
         ),
     ],
     primary_skill="search",

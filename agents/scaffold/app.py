@@ -38,6 +38,8 @@ from agents.scaffold.push import PushParts, push_parts
 from agents.scaffold.settings import AgentSettings
 from agents.scaffold.task_events import RedisTaskEventStream, ResumableRequestHandler
 from agents.scaffold.task_store import RedisTaskStore
+from protocol.auth import Authenticator, check_configured
+from protocol.auth import enforced as auth_enforced
 from protocol.cards import CARD_PATH, JSONRPC_PATH, REST_PATH, CardSpec, build_agent_card
 from protocol.http import (
     A2AErrorStatusMiddleware,
@@ -49,6 +51,7 @@ from protocol.http import (
     card_routes,
     quiet_client_errors,
 )
+from protocol.signing import sign_card
 from protocol.telemetry import configure_tracing, shutdown_tracing
 from registry.keys import RedisKeys
 from registry.redisio import redis_client
@@ -91,10 +94,23 @@ def create_agent_app(
     spec = parts.card
     if settings.capacity is not None:
         spec = CardSpec(**{**spec.__dict__, "capacity": settings.capacity})
+    check_configured(settings)
+    auth_on = auth_enforced(settings)
     grpc_endpoint = GrpcEndpoint(settings, base_url)
     card = build_agent_card(
-        spec, base_url, grpc_url=grpc_endpoint.url, require_token=settings.token is not None
+        spec, base_url, grpc_url=grpc_endpoint.url, require_token=auth_on, public=True
     )
+    # Authenticated callers get every skill, operator-only ones included.
+    extended_card = (
+        build_agent_card(spec, base_url, grpc_url=grpc_endpoint.url, require_token=True)
+        if auth_on
+        else None
+    )
+    signing_key = settings.signing_key()
+    if signing_key is not None:  # sign last: a signature covers the whole card
+        card = sign_card(card, signing_key)
+        if extended_card is not None:
+            extended_card = sign_card(extended_card, signing_key)
     client = redis if redis is not None else redis_client(settings)
     keys = RedisKeys(settings.redis_prefix)
     executor = SkillExecutor(spec.name, parts.handlers, default_skill=spec.default_skill)
@@ -113,7 +129,16 @@ def create_agent_app(
         max_in_flight=settings.max_in_flight_tasks or spec.capacity,
         retry_after_s=settings.busy_retry_after_s,
     )
-    handler = _request_handler(executor, task_store, task_events, card, push=push, limits=limits)
+    handler = _request_handler(
+        executor,
+        task_store,
+        task_events,
+        card,
+        push=push,
+        limits=limits,
+        extended_card=extended_card,
+        operator_skills=frozenset(s.id for s in spec.skills if s.operator_only and auth_on),
+    )
     registry = Registry(client, RegistrySettings(**settings.model_dump()), keys=keys)
     presence = Presence(
         registry,
@@ -217,8 +242,11 @@ def _request_handler(
     *,
     push: PushParts,
     limits: RequestLimits,
+    extended_card: AgentCard | None = None,
+    operator_skills: frozenset[str] = frozenset(),
 ) -> ResumableRequestHandler:
-    """The SDK request handler every transport of this agent serves."""
+    """The SDK request handler every transport of this agent serves; ``extended_card`` is
+    served to authenticated callers (GetExtendedAgentCard)."""
     return ResumableRequestHandler(
         executor,
         task_store,
@@ -228,14 +256,19 @@ def _request_handler(
         push_config_store=push.config_store,
         push_sender=push.sender,
         push_url_validator=push.url_validator,
+        extended_agent_card=extended_card,
         request_context_builder=SkillContextBuilder(
-            executor, card, task_id_generator=task_store.id_generator()
+            executor,
+            extended_card or card,
+            task_id_generator=task_store.id_generator(),
+            operator_skills=operator_skills,
         ),
     )
 
 
 def _add_guards(app: FastAPI, settings: AgentSettings) -> None:
-    """Reject oversize bodies (413) and, with a token configured, unauthenticated calls (401);
+    """Reject oversize bodies (413) and, unless SCRIPTORIUM_AUTH=off, calls without a valid
+    bearer credential (401);
     refuse A2A bodies that are not JSON (415) or nest too deep (400); give HTTP+JSON errors
     the spec's statuses; log client errors as one warning line."""
     a2a = A2APaths(JSONRPC_PATH, REST_PATH)
@@ -246,11 +279,9 @@ def _add_guards(app: FastAPI, settings: AgentSettings) -> None:
         max_bytes=settings.max_request_bytes,
         max_depth=settings.max_json_depth,
     )
-    if settings.token is not None:
+    if auth_enforced(settings):
         app.add_middleware(
-            BearerAuthMiddleware,
-            token=settings.token.get_secret_value(),
-            open_paths=OPEN_PATHS,
+            BearerAuthMiddleware, authenticator=Authenticator(settings), open_paths=OPEN_PATHS
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, a2a=a2a)
     quiet_client_errors()

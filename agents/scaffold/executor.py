@@ -41,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.scaffold import metrics
 from protocol import telemetry
+from protocol.auth import OPERATOR, PermissionDeniedError, roles_of
 from protocol.cards import SKILL_METADATA_KEY, accepted_input_modes
 from protocol.payloads import integral_numbers
 
@@ -360,10 +361,12 @@ class SkillContextBuilder(SimpleRequestContextBuilder):
         card: AgentCard,
         *,
         task_id_generator: IDGenerator | None = None,
+        operator_skills: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(task_id_generator=task_id_generator)
         self._executor = executor
         self._card = card
+        self._operator_skills = operator_skills
 
     async def build(
         self,
@@ -377,5 +380,12 @@ class SkillContextBuilder(SimpleRequestContextBuilder):
         if params is not None:
             metadata = json_format.MessageToDict(params.metadata)
             skill = self._executor.skill_for(metadata, params.message)
+            if skill in self._operator_skills and OPERATOR not in roles_of(context.state):
+                raise PermissionDeniedError(
+                    message=f"skill {skill!r} of {self._card.name} is operator-only and "
+                    f"{context.user.user_name or 'this caller'} has no operator role; call with "
+                    "SCRIPTORIUM_TOKEN, a key of a subject in SCRIPTORIUM_OPERATORS, or a JWT "
+                    'with roles ["operator"]'
+                )
             check_media_types(params.message, skill, self._card)
         return await super().build(context, params, task_id, context_id, task)

@@ -3,15 +3,15 @@
 gRPC shares the HTTP port (connections opening with the HTTP/2 preface are handed to it), or
 listens on a port of its own when ``grpc_port`` is set. It is served while the app runs:
 :meth:`GrpcEndpoint.start` at startup, :meth:`GrpcEndpoint.stop` on shutdown, which takes no
-new calls and gives running ones ``graceful_shutdown_s``. Calls carry the
-same bearer token as HTTP when one is configured, and ``a2a-version`` metadata like HTTP's
+new calls and gives running ones ``graceful_shutdown_s``. Calls carry the same bearer
+credential as HTTP (unless SCRIPTORIUM_AUTH=off), and ``a2a-version`` metadata like HTTP's
 ``A2A-Version`` header (absent means 0.3, which is refused with VersionNotSupported).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextlib
 import logging
 import socket
 import tempfile
@@ -25,13 +25,17 @@ from a2a.server.request_handlers import (
     GrpcHandler,
     RequestHandler,
 )
+from a2a.server.routes.common import StarletteUser
 from a2a.types import a2a_pb2_grpc
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, VERSION_HEADER
 from a2a.utils.errors import VersionNotSupportedError
 from packaging.version import InvalidVersion, Version
+from starlette.authentication import AuthCredentials
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from agents.scaffold.settings import AgentSettings
+from protocol.auth import Authenticator, AuthError
+from protocol.auth import enforced as auth_enforced
 
 log = logging.getLogger(__name__)
 AUTHORIZATION = "authorization"
@@ -73,16 +77,16 @@ class GrpcEndpoint:
     async def start(self, handler: RequestHandler) -> None:
         """Serve ``handler`` (in the running event loop)."""
         settings = self._settings
-        token = settings.token.get_secret_value() if settings.token is not None else None
+        authenticator = Authenticator(settings) if auth_enforced(settings) else None
         server = grpc.aio.server(
-            interceptors=[BearerAuth(token)] if token is not None else None,
+            interceptors=[BearerAuth(authenticator)] if authenticator is not None else None,
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
         a2a_pb2_grpc.add_A2AServiceServicer_to_server(
-            GrpcHandler(handler, context_builder=VersionedContextBuilder()), server
+            GrpcHandler(handler, context_builder=VersionedContextBuilder(authenticator)), server
         )
         if self._reservation is not None:
             self._reservation.close()
@@ -110,8 +114,12 @@ class GrpcEndpoint:
 
 class VersionedContextBuilder(DefaultGrpcServerCallContextBuilder):
     """The SDK's call context plus what HTTP has: the metadata as ``state["headers"]`` (where
-    the resume cursor and the caller's ``traceparent`` are read, as for HTTP), and a
+    the resume cursor and the caller's ``traceparent`` are read, as for HTTP), the caller
+    (``user``, and its roles as ``state["auth"]``, as the HTTP middleware sets them), and a
     VersionNotSupported error for any A2A version but 1.x (the HTTP routes' rule)."""
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self._authenticator = authenticator
 
     def build(self, context: grpc.aio.ServicerContext[Any, Any]) -> ServerCallContext:
         call = super().build(context)
@@ -120,7 +128,15 @@ class VersionedContextBuilder(DefaultGrpcServerCallContextBuilder):
             for key, value in (context.invocation_metadata() or ())
             if isinstance(value, str)
         }
+        # The credential stops here, as on HTTP (a2a-sdk logs a call's headers at DEBUG).
+        sent = headers.pop(AUTHORIZATION, None)
         call.state["headers"] = headers
+        if self._authenticator is not None:
+            # The interceptor refused calls without valid credentials: this one has them.
+            with contextlib.suppress(AuthError):
+                principal = self._authenticator.authenticate(sent)
+                call.user = StarletteUser(principal)
+                call.state["auth"] = AuthCredentials(sorted(principal.roles))
         version = headers.get(VERSION_HEADER.lower()) or PROTOCOL_VERSION_0_3
         if not _supported(version):
             raise VersionNotSupportedError(
@@ -141,27 +157,28 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandl
 
 
 class BearerAuth(grpc.aio.ServerInterceptor):
-    """Refuses calls (UNAUTHENTICATED) without ``authorization: Bearer <token>`` metadata."""
+    """Refuses calls (UNAUTHENTICATED) without valid ``authorization: Bearer <credential>``
+    metadata, checked by the same :class:`~protocol.auth.Authenticator` as HTTP."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        sent = dict(handler_call_details.invocation_metadata or ()).get(AUTHORIZATION, "")
-        sent_bytes = sent.encode() if isinstance(sent, str) else sent
-        if handler is None or hmac.compare_digest(sent_bytes, self._expected):
+        if handler is None:
             return handler
-        return _refusal(handler)
+        sent = dict(handler_call_details.invocation_metadata or ()).get(AUTHORIZATION)
+        try:
+            self._authenticator.authenticate(sent)
+        except AuthError as exc:
+            return _refusal(handler, str(exc).replace("Authorization:", "metadata authorization:"))
+        return handler
 
 
-def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _refusal(handler: grpc.RpcMethodHandler, detail: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that aborts with UNAUTHENTICATED."""
-    detail = (
-        "missing or wrong bearer token; send metadata authorization: Bearer <SCRIPTORIUM_TOKEN>"
-    )
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, detail)

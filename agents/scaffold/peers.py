@@ -19,9 +19,11 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol, TypeVar
 
+import grpc
 import httpx
 from a2a.client import Client
-from a2a.types import StreamResponse, Task
+from a2a.types import GetExtendedAgentCardRequest, StreamResponse, Task
+from a2a.utils.errors import A2AError
 from pydantic import BaseModel
 
 from agents.scaffold.executor import SkillError
@@ -29,6 +31,7 @@ from protocol.cards import card_from_dict
 from protocol.client import SkillFailed, UpdateCallback, call_skill, http_client, is_unreachable
 from protocol.client import open_client as open_a2a_client
 from protocol.settings import CommonSettings
+from protocol.signing import CardSignatureError, CardTrustSettings, TrustedKeys
 from registry.client import RegistryClient
 from registry.errors import NoCapacity, RegistryError, SessionNotFound
 from registry.events import SessionLog
@@ -67,8 +70,10 @@ class Peers:
         caller: str,
         broker: SessionBroker | None = None,
         events: SessionLog | None = None,
+        trusted_keys: TrustedKeys | None = None,
     ) -> None:
         self.directory = directory
+        self.trusted_keys = trusted_keys  # set: a peer's card must be signed by one of them
         self.http = http
         self.caller = caller
         self.broker = broker
@@ -91,6 +96,7 @@ class Peers:
                     caller=caller,
                     broker=SessionBroker(redis, registry_settings),
                     events=SessionLog(redis, registry_settings),
+                    trusted_keys=registry_settings.trusted_keys(),
                 )
         finally:
             await redis.aclose()
@@ -108,7 +114,8 @@ class Peers:
         """Peers over the registry's HTTP discovery endpoint (the CLI): discovery only."""
         async with _http(settings, request_timeout_s) as http:
             url = registry_url or settings.resolved_registry_url
-            yield cls(RegistryClient(url, http), http, caller=caller)
+            trusted = CardTrustSettings(**settings.model_dump()).trusted_keys()
+            yield cls(RegistryClient(url, http), http, caller=caller, trusted_keys=trusted)
 
     async def find(self, skill: str) -> AgentRecord:
         """The healthy instance offering ``skill`` with the most free capacity."""
@@ -117,18 +124,46 @@ class Peers:
         except RegistryError as exc:
             raise PeerUnavailable(str(exc)) from exc
         if not records:
+            records = await self._offering_privately(skill)
+        if not records:
             raise PeerUnavailable(
                 f"no healthy agent offers skill {skill!r}; is it running? "
                 "(`scriptorium agents` lists what is registered)"
             )
         return records[0]
 
+    async def _offering_privately(self, skill: str) -> list[AgentRecord]:
+        """Healthy instances whose authenticated extended card (not the public one, which
+        the registry indexes) lists ``skill``: operator-only skills such as ``ingest``."""
+        try:
+            records = await self.directory.discover()
+        except RegistryError as exc:
+            raise PeerUnavailable(str(exc)) from exc
+        found = []
+        for record in records:
+            if not record.card.get("capabilities", {}).get("extendedAgentCard"):
+                continue
+            try:
+                client = await self.client(record)
+                card = await client.get_extended_agent_card(GetExtendedAgentCardRequest())
+            except (A2AError, httpx.HTTPError, grpc.aio.AioRpcError) as exc:
+                log.debug("no extended card", extra={"instance_id": record.id, "error": str(exc)})
+                continue
+            if skill in {s.id for s in card.skills}:
+                found.append(record)
+        return found
+
     async def client(self, record: AgentRecord) -> Client:
         """The A2A client of one instance, built once from its registered card."""
         key = (record.id, record.card_json)
         client = self._clients.get(key)
         if client is None:
-            client = await open_a2a_client(card_from_dict(record.card), self.http)
+            try:
+                client = await open_a2a_client(
+                    card_from_dict(record.card), self.http, trusted_keys=self.trusted_keys
+                )
+            except CardSignatureError as exc:
+                raise PeerUnavailable(f"agent {record.id!r} is not trusted: {exc}") from exc
             self._clients[key] = client
         return client
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from protocol.settings import CommonSettings
+from protocol.signing import CardSigningSettings
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
-class AgentSettings(CommonSettings):
-    """What every agent process reads from the environment."""
+class AgentSettings(CardSigningSettings):
+    """What every agent process reads from the environment (card signing key included)."""
 
     instance_id: str | None = Field(
         default=None, description="Registry id of this instance (default: name@host-port)."

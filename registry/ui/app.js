@@ -10,6 +10,19 @@ const ROOT = (document.querySelector('meta[name="scriptorium-root"]')?.content ?
   /^__ROOT__$/,
   "",
 );
+// A registry with auth on needs a bearer token for its streams: `scriptorium up` prints the
+// viewer's address with `#token=...` (a fragment: never sent to a server or logged). It is
+// kept for this tab only and taken out of the address bar.
+const TOKEN = (() => {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const given = params.get("token");
+  if (given) {
+    sessionStorage.setItem("scriptorium-token", given);
+    params.delete("token");
+    history.replaceState(null, "", `${location.pathname}${location.search}#${params}`);
+  }
+  return sessionStorage.getItem("scriptorium-token");
+})();
 const CLOSING = new Set(["session.released", "session.expired"]);
 const SVG_NS = "http://www.w3.org/2000/svg";
 const LANE_H = 30;
@@ -137,8 +150,12 @@ async function failure(response) {
   }
 }
 
+function headers(accept) {
+  return TOKEN ? { Accept: accept, Authorization: `Bearer ${TOKEN}` } : { Accept: accept };
+}
+
 async function getJSON(path) {
-  const response = await fetch(ROOT + path, { headers: { Accept: "application/json" } });
+  const response = await fetch(ROOT + path, { headers: headers("application/json") });
   if (!response.ok) throw await failure(response);
   return response.json();
 }
@@ -146,7 +163,7 @@ async function getJSON(path) {
 // Server-Sent Events over fetch (EventSource would only deliver the kinds it was told about,
 // since the registry names each event after its kind).
 async function* sse(path, signal) {
-  const response = await fetch(ROOT + path, { signal, headers: { Accept: "text/event-stream" } });
+  const response = await fetch(ROOT + path, { signal, headers: headers("text/event-stream") });
   if (!response.ok) throw await failure(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";

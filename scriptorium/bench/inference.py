@@ -94,7 +94,10 @@ async def run() -> dict[str, Any]:
     try:
         agent_url, socket_path = await asyncio.to_thread(_start, stack)
         engine = Upstream("http://vllm/v1", uds=socket_path)
-        async with contextlib.aclosing(engine), http_client(request_timeout_s=600) as a2a_http:
+        async with (
+            contextlib.aclosing(engine),
+            http_client(request_timeout_s=600, headers=stack.settings.auth_headers()) as a2a_http,
+        ):
             client = await open_client(agent_url, a2a_http)
 
             async def agent_one(max_tokens: int) -> tuple[int, float]:

@@ -491,7 +491,7 @@ async def own_stack(
         await asyncio.to_thread(stack.start)
         await asyncio.to_thread(stack.wait_healthy, 600)
         progress(f"stack healthy after {time.perf_counter() - started:.0f}s: {stack.registry_url}")
-        yield settings, stack.registry_url, stack.log_dir
+        yield stack.settings, stack.registry_url, stack.log_dir  # with its token, if made
     finally:
         await asyncio.to_thread(stack.stop)
         await asyncio.to_thread(_keep_only, data_dir, stack.log_dir)

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Dialog, Page, ViewportSize, async_playwright, expect
+from pydantic import SecretStr
 
 from protocol.http import running
 from protocol.payloads import (
@@ -487,9 +488,11 @@ async def test_older_and_truncated_logs_still_render(
     assert await page.locator("img").count() == 0
 
 
-async def follow_live(page: Page, url: str, broker: SessionBroker, log: SessionLog) -> None:
+async def follow_live(
+    page: Page, url: str, broker: SessionBroker, log: SessionLog, *, fragment: str = ""
+) -> None:
     """Open the viewer, then start a session and log steps while the page watches."""
-    await page.goto(f"{url}/ui")
+    await page.goto(f"{url}/ui{fragment}")
     await expect(page.locator("#registry-status")).to_have_class(
         re.compile(r"\bok\b"), timeout=WAIT_MS
     )
@@ -562,6 +565,25 @@ async def test_a_live_session_is_followed_as_it_happens(
 ) -> None:
     await register_team(add_agent)
     await follow_live(page, registry_url, registry.sessions, session_log)
+
+
+async def test_auth_the_viewer_follows_a_registry_with_a_token_from_its_address(
+    redis: aioredis.Redis,
+    settings: RegistrySettings,
+    page: Page,
+    registry: Registry,
+    session_log: SessionLog,
+    add_agent: AddAgent,
+) -> None:
+    token = "viewer-" + uuid.uuid4().hex
+    guarded = settings.model_copy(update={"token": SecretStr(token)})
+    await register_team(add_agent)
+    async with running(create_app(guarded, redis=redis)) as url:
+        async with httpx.AsyncClient() as http:  # the streams really are guarded
+            assert (await http.get(f"{url}/changes")).status_code == 401
+        await follow_live(page, url, registry.sessions, session_log, fragment=f"#token={token}")
+        assert "token" not in page.url, "the token is taken out of the address bar"
+        await page.goto("about:blank")  # close the page's streams before the server stops
 
 
 # --- a real answer through the whole stack ---------------------------------------------------
