@@ -368,7 +368,7 @@ async def replicas(stack_factory: StackFactory, inference_url: str) -> AsyncIter
     return team
 
 
-async def test_writer_killed_mid_question_is_rebound_and_the_question_completes(
+async def test_fault_writer_killed_mid_question_is_rebound_and_the_question_completes(
     replicas: Stack,
 ) -> None:
     session: dict[str, str] = {}
@@ -403,7 +403,7 @@ async def test_writer_killed_mid_question_is_rebound_and_the_question_completes(
     assert any(e["kind"] == "write.unreachable" for e in log)
 
 
-async def test_dead_inference_agent_fails_the_task_clearly(replicas: Stack) -> None:
+async def test_fault_dead_inference_agent_fails_the_task_clearly(replicas: Stack) -> None:
     replicas.processes["inference"].kill()
     with pytest.raises(SkillFailed) as failed:
         await asyncio.wait_for(

@@ -63,7 +63,7 @@ async def _answer(peers: Peers, question: str, collection: str) -> tuple[Answer,
     return answer, "".join(tokens)
 
 
-async def test_answers_survive_100_dropped_streams_and_a_replica_restart(
+async def test_fault_answers_survive_100_dropped_streams_and_a_replica_restart(
     two_orchestrators: Stack, collection: str
 ) -> None:
     stack = two_orchestrators

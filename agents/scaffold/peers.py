@@ -215,7 +215,9 @@ class Peers:
             session = await broker.negotiate(roles, lease_s=lease_s)
         except NoCapacity as exc:
             raise PeerUnavailable(
-                f"cannot start a session: {exc}. Check the agents with `scriptorium agents`."
+                f"cannot start a session: {exc}. Every instance is busy or down: retry in a "
+                "few seconds, or add capacity (SCRIPTORIUM_CAPACITY, more replicas); "
+                "`scriptorium agents` shows what is registered."
             ) from exc
         team = TeamSession(self, session)
         renew = asyncio.create_task(team.keep_alive(lease_s or broker.settings.session_lease_s))
