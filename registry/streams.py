@@ -78,6 +78,11 @@ class StreamHub:
         """Subscriptions currently served."""
         return sum(len(feed.queues) for feed in self._feeds.values())
 
+    def tail(self, key: str) -> str | None:
+        """The last entry id the hub has read of ``key`` (None: nobody follows it)."""
+        feed = self._feeds.get(key)
+        return None if feed is None else feed.tail
+
     async def aclose(self) -> None:
         """Stop the reader and close its connection; subscribers see :class:`StreamEnded`."""
         if self._task is not None:

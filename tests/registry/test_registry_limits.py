@@ -265,18 +265,24 @@ async def test_fault_stream_hub_delivers_each_entry_once_in_order_to_late_joiner
                 return seen
         raise AssertionError("the subscription ended")
 
+    halfway, joined = asyncio.Event(), asyncio.Event()
+
     async def write() -> None:
         for i in range(5, total):
             await redis.xadd(key, {"n": i})
-            if i % 25 == 0:
-                await asyncio.sleep(0.02)  # let subscribers join in between
+            if i == total // 2:  # a subscriber joins in the middle of the burst
+                halfway.set()
+                await joined.wait()
 
     try:
         early = asyncio.create_task(collect("0-0"))
         resumed = asyncio.create_task(collect(first[1].decode()))
+        await wait_for(lambda: hub.subscribers == 2, 10, "the first two did not subscribe")
         writer = asyncio.create_task(write())
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(halfway.wait(), 10)
         late = asyncio.create_task(collect("0-0"))
+        await wait_for(lambda: hub.subscribers == 3, 10, "the late one did not subscribe")
+        joined.set()
         results = await asyncio.wait_for(asyncio.gather(early, resumed, late, writer), 30)
         assert results[0] == list(range(total))
         assert results[1] == list(range(2, total))
@@ -297,8 +303,8 @@ async def test_fault_stream_hub_ends_a_stream_that_falls_behind_or_loses_redis(
         slow = hub.entries("s", "0-0", idle_ms=100)
         assert await anext(slow) == []  # joined, nothing yet
         for i in range(20):  # each write is its own batch: far more than 2 behind
-            await client.xadd("s", {"n": i})
-            await asyncio.sleep(0.03)
+            written = (await client.xadd("s", {"n": i})).decode()
+            await wait_for(lambda at=written: hub.tail("s") == at, 10, "the hub did not read it")
 
         async def drain() -> None:
             async for _ in slow:
@@ -309,8 +315,7 @@ async def test_fault_stream_hub_ends_a_stream_that_falls_behind_or_loses_redis(
 
         waiting = hub.entries("s", (await client.xrevrange("s", count=1))[0][0].decode())
         assert await anext(waiting) == []  # caught up
-        pending = asyncio.create_task(anext(waiting))
-        await asyncio.sleep(0.1)
+        pending = asyncio.create_task(anext(waiting))  # subscribed: it waits on the hub
         own_valkey.stop()
         with pytest.raises(StreamEnded, match="Redis failed"):
             await asyncio.wait_for(pending, 10)
@@ -695,7 +700,7 @@ async def test_fault_card_fetch_failures_all_read_the_same(
     tells nobody which ports are open. The log has the reason."""
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)  # accepts, never answers
+        await asyncio.Event().wait()  # the behaviour under test: accepts, never answers
 
     hanging = await asyncio.start_server(silent, "127.0.0.1", 0)
     hanging_port = hanging.sockets[0].getsockname()[1]
