@@ -246,7 +246,16 @@ async def test_auth_an_agent_calls_another_with_its_own_identity(
 
         await wait_for(registered, 10, "the callee registered")
         assert (await peers.call("whoami", Ping(), result=Seen)).sub == "writer-1"
-        assert (await peers.call("purge", Ping(), result=Seen)).sub == "writer-1"
+        fetched: list[str] = []
+
+        async def note(request: httpx.Request) -> None:
+            if b"GetExtendedAgentCard" in request.content or "xtended" in request.url.path:
+                fetched.append(str(request.url))
+
+        peers.http.event_hooks["request"].append(note)
+        for _ in range(3):
+            assert (await peers.call("purge", Ping(), result=Seen)).sub == "writer-1"
+        assert len(fetched) == 1, "the extended card is fetched once, not per call"
 
 
 async def test_auth_registry_writes_and_streams_need_credentials(

@@ -79,6 +79,8 @@ class Peers:
         self.broker = broker
         self.events = events
         self._clients: dict[tuple[str, str], Client] = {}
+        #: Skill ids of each instance's authenticated extended card, by (id, public card).
+        self._private_skills: dict[tuple[str, str], frozenset[str]] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -143,13 +145,19 @@ class Peers:
         for record in records:
             if not record.card.get("capabilities", {}).get("extendedAgentCard"):
                 continue
-            try:
-                client = await self.client(record)
-                card = await client.get_extended_agent_card(GetExtendedAgentCardRequest())
-            except (A2AError, httpx.HTTPError, grpc.aio.AioRpcError) as exc:
-                log.debug("no extended card", extra={"instance_id": record.id, "error": str(exc)})
-                continue
-            if skill in {s.id for s in card.skills}:
+            key = (record.id, record.card_json)
+            skills = self._private_skills.get(key)
+            if skills is None:  # fetched once per instance and card, not per call
+                try:
+                    client = await self.client(record)
+                    card = await client.get_extended_agent_card(GetExtendedAgentCardRequest())
+                except (A2AError, httpx.HTTPError, grpc.aio.AioRpcError) as exc:
+                    log.debug(
+                        "no extended card", extra={"instance_id": record.id, "error": str(exc)}
+                    )
+                    continue
+                skills = self._private_skills[key] = frozenset(s.id for s in card.skills)
+            if skill in skills:
                 found.append(record)
         return found
 
