@@ -18,7 +18,6 @@ import httpx
 import pytest
 from a2a.helpers import get_data_parts
 from a2a.types import CancelTaskRequest, TaskState
-from prometheus_client.parser import text_string_to_metric_families
 
 from agents.critic.agent import CriticSettings
 from agents.critic.agent import parts as critic_parts
@@ -42,7 +41,7 @@ from scriptorium.inline import ingest_documents
 from scriptorium.launcher import Stack
 from scriptorium.replay import Recording
 from scriptorium.rerun import RunDiff
-from scriptorium.testing import StackFactory, run_cli, running_agent, wait_for
+from scriptorium.testing import StackFactory, metric_value, run_cli, running_agent, wait_for
 
 pytestmark = pytest.mark.slow
 PLANTED = Document(
@@ -307,14 +306,7 @@ async def test_unknown_collection_is_rejected_naming_the_known_ones(
 def canceled_writes(stack: Stack) -> float:
     """The writer's count of write tasks that ended canceled (parsed from /metrics)."""
     text = httpx.get(f"{stack.url_of('writer')}/metrics", timeout=5).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "scriptorium_agent_tasks_total"
-        and sample.labels.get("skill") == "write"
-        and sample.labels.get("outcome") == "canceled"
-    )
+    return metric_value(text, "scriptorium_agent_tasks_total", skill="write", outcome="canceled")
 
 
 async def test_cancel_reaches_the_writer_and_releases_the_session(

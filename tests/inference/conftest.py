@@ -9,13 +9,12 @@ from typing import Any
 import httpx
 import pytest
 from a2a.client import Client
-from prometheus_client.parser import text_string_to_metric_families
 
 from agents.inference.agent import parts
 from agents.inference.settings import InferenceSettings
 from protocol.client import http_client, open_client
 from scriptorium.launcher import Stack
-from scriptorium.testing import running_agent, wait_for
+from scriptorium.testing import metric_value, running_agent, wait_for
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -33,20 +32,9 @@ async def client(agent_url: str) -> AsyncIterator[Client]:
         yield await open_client(agent_url, http)
 
 
-def samples(agent_url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """Every sample of one metric family on the agent's /metrics, keyed by labels."""
-    text = httpx.get(f"{agent_url}/metrics", timeout=5).text
-    found: dict[tuple[tuple[str, str], ...], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                found[tuple(sorted(sample.labels.items()))] = sample.value
-    return found
-
-
 def gauge(agent_url: str, name: str) -> float:
-    """The sum of a vLLM gauge or counter across its label sets."""
-    return sum(samples(agent_url, name).values())
+    """A vLLM gauge or counter on the agent's /metrics, summed across its label sets."""
+    return metric_value(httpx.get(f"{agent_url}/metrics", timeout=5).text, name)
 
 
 @pytest.fixture
