@@ -30,14 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import grpc
 import jwt
-from a2a.client.transports import jsonrpc as _client_jsonrpc
-from a2a.server.jsonrpc_models import JSONRPCError
-from a2a.server.request_handlers import grpc_handler as _grpc_handler
-from a2a.server.request_handlers import response_helpers as _response_helpers
-from a2a.utils import errors as _errors
-from a2a.utils.errors import A2AError, ErrorMapping
 from starlette.authentication import BaseUser
 
 if TYPE_CHECKING:
@@ -73,28 +66,6 @@ class AuthError(Exception):
     def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
         self.status = status
-
-
-class PermissionDeniedError(A2AError):
-    """The caller is authenticated but may not do this (an operator-only skill)."""
-
-    message = "permission denied"
-
-
-def _register_errors() -> None:
-    """PermissionDeniedError in a2a-sdk's tables: -32060 / 403 / PERMISSION_DENIED."""
-    cls, code, reason = PermissionDeniedError, -32060, "PERMISSION_DENIED"
-    _errors.JSON_RPC_ERROR_CODE_MAP[cls] = code
-    denied = grpc.StatusCode.PERMISSION_DENIED
-    _errors.A2A_ERROR_MAPPING[cls] = ErrorMapping(403, denied.name, reason)
-    _errors.A2A_ERROR_REASONS[cls] = reason
-    _errors.A2A_REASON_TO_ERROR[reason] = cls
-    _response_helpers.EXCEPTION_MAP[cls] = JSONRPCError
-    _grpc_handler._ERROR_CODE_MAP[cls] = denied
-    _client_jsonrpc._JSON_RPC_ERROR_CODE_TO_A2A_ERROR[code] = cls
-
-
-_register_errors()
 
 
 class Principal(BaseUser):

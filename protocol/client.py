@@ -45,6 +45,7 @@ from pydantic import BaseModel
 
 from protocol import telemetry
 from protocol.cards import SKILL_METADATA_KEY
+from protocol.errors import register as register_our_errors
 from protocol.signing import TrustedKeys, verify_card
 from protocol.streams import (
     ORPHANED,
@@ -55,6 +56,7 @@ from protocol.streams import (
 )
 
 log = logging.getLogger(__name__)
+register_our_errors()  # the client maps our error codes (busy, permission denied) back
 A2A_VERSION_HEADER = "A2A-Version"
 #: Transports our client speaks, most preferred first.
 TRANSPORTS = ("JSONRPC", "HTTP+JSON", "GRPC")

@@ -61,6 +61,12 @@ class TaskStoreUnavailableError(RetryableError):
     message = "the task store (Redis) is unreachable; retry later"
 
 
+class PermissionDeniedError(A2AError):
+    """The caller is authenticated but may not do this (an operator-only skill)."""
+
+    message = "permission denied"
+
+
 def retry_after(seconds: float) -> dict[str, Any]:
     """The ``data`` of a retryable error: whole seconds, at least one."""
     return {RETRY_AFTER_KEY: str(max(1, math.ceil(seconds)))}
@@ -87,9 +93,12 @@ def task_store_unavailable(waited_s: float, retry_after_s: float) -> TaskStoreUn
 _OURS: dict[type[A2AError], tuple[int, int, grpc.StatusCode, str]] = {
     AgentBusyError: (-32050, 503, grpc.StatusCode.UNAVAILABLE, "AGENT_BUSY"),
     TaskStoreUnavailableError: (-32051, 503, grpc.StatusCode.UNAVAILABLE, "TASK_STORE_UNAVAILABLE"),
+    PermissionDeniedError: (-32060, 403, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
 }
 #: ErrorInfo reasons of the retryable errors (the HTTP middleware adds ``Retry-After``).
-RETRYABLE_REASONS = frozenset(reason for *_, reason in _OURS.values())
+RETRYABLE_REASONS = frozenset(
+    _OURS[error][3] for error in (AgentBusyError, TaskStoreUnavailableError)
+)
 
 
 def register() -> None:

@@ -32,9 +32,10 @@ from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import SkillCall
 from agents.scaffold.peers import Peers
 from agents.scaffold.settings import AgentSettings
-from protocol.auth import PermissionDeniedError, mint_jwt
+from protocol.auth import mint_jwt
 from protocol.cards import CARD_PATH, JSONRPC_PATH, CardSpec, Skill
 from protocol.client import SkillFailed, call_skill, http_client, open_client, task_data
+from protocol.errors import PermissionDeniedError
 from protocol.settings import CommonSettings
 from registry.api import create_app
 from registry.settings import RegistrySettings

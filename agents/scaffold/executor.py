@@ -41,8 +41,9 @@ from pydantic import BaseModel, ValidationError
 
 from agents.scaffold import metrics
 from protocol import telemetry
-from protocol.auth import OPERATOR, PermissionDeniedError, roles_of
+from protocol.auth import OPERATOR, roles_of
 from protocol.cards import SKILL_METADATA_KEY, accepted_input_modes
+from protocol.errors import PermissionDeniedError
 from protocol.payloads import integral_numbers
 
 log = logging.getLogger(__name__)
