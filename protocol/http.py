@@ -1,4 +1,5 @@
-"""What every Scriptorium HTTP server shares (agents and registry): middleware and serving.
+"""What every Scriptorium HTTP server shares (agents and registry): request guards, bearer
+auth and serving. Agents add :mod:`protocol.card_routes` and :mod:`protocol.error_status`.
 
 The middleware is pure ASGI rather than ``BaseHTTPMiddleware``: it sits on every A2A hop, and
 the base class costs most of a millisecond per request.
@@ -8,57 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import re
 import socket
 from array import array
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
 from itertools import accumulate
 from typing import Any
 
 import uvicorn
-from a2a.server.routes import create_agent_card_routes
-from a2a.types import AgentCard
-from a2a.utils.errors import A2AError, InternalError
 from fastapi import HTTPException
 from pydantic import SecretStr
 from starlette.authentication import AuthCredentials
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.auth import Authenticator, AuthError
-from protocol.cards import CARD_PATH
-from protocol.errors import RETRY_AFTER_KEY, RETRYABLE_REASONS
 from protocol.settings import CommonSettings
 
-#: How long clients and proxies may reuse a card without asking again.
-CARD_CACHE_CONTROL = "public, max-age=60"
-#: The HTTP status of each A2A error over HTTP+JSON, by its ErrorInfo reason: the table of
-#: A2A v1.0 section 5.4 for the A2A errors, 400/404/500 for the JSON-RPC-style ones.
-A2A_HTTP_STATUS: dict[str, int] = {
-    "TASK_NOT_FOUND": 404,
-    "TASK_NOT_CANCELABLE": 409,
-    "PUSH_NOTIFICATION_NOT_SUPPORTED": 400,
-    "UNSUPPORTED_OPERATION": 400,
-    "CONTENT_TYPE_NOT_SUPPORTED": 415,
-    "INVALID_AGENT_RESPONSE": 502,
-    "EXTENDED_AGENT_CARD_NOT_CONFIGURED": 400,
-    "EXTENSION_SUPPORT_REQUIRED": 400,
-    "VERSION_NOT_SUPPORTED": 400,
-    "INVALID_PARAMS": 400,
-    "INVALID_REQUEST": 400,
-    "METHOD_NOT_FOUND": 404,
-    "INTERNAL_ERROR": 500,
-    "AGENT_BUSY": 503,
-    "TASK_STORE_UNAVAILABLE": 503,
-    "PERMISSION_DENIED": 403,
-}
 #: JSON-RPC codes of requests refused before parsing (JSON-RPC 2.0's own).
 INVALID_REQUEST = -32600
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -320,155 +288,6 @@ class BearerAuthMiddleware:
         return self.protects(method, path) if self.protects is not None else True
 
 
-class A2AErrorStatusMiddleware:
-    """Gives every A2A error answered under ``prefix`` (HTTP+JSON) its status from
-    :data:`A2A_HTTP_STATUS`, in the status line and in the body's ``error.code``.
-
-    a2a-sdk 1.3 answers 400 for TaskNotCancelable (the spec: 409) and ContentTypeNotSupported
-    (415), and 500 for InvalidAgentResponse (502). Only error responses are looked at.
-    """
-
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
-        self.app = app
-        self.prefix = prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
-            await self.app(scope, receive, send)
-            return
-        start: Message | None = None
-        body = bytearray()
-
-        async def restatus(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                start = message  # held until the body says which error this is
-                return
-            if start is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            body.extend(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            status, content, retry_after = _a2a_status(start["status"], bytes(body))
-            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-            headers.append((b"content-length", str(len(content)).encode()))
-            if retry_after is not None:
-                headers.append((b"retry-after", retry_after.encode()))
-            await send({**start, "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": content})
-
-        await self.app(scope, receive, restatus)
-
-
-def _a2a_status(status: int, body: bytes) -> tuple[int, bytes, str | None]:
-    """The status (and body) an error response should have by its A2A reason, and the
-    ``Retry-After`` of a retryable one (busy, task store unavailable)."""
-    try:
-        payload = json.loads(body)
-        error = payload["error"]
-        infos = [d for d in error.get("details", ()) if isinstance(d, dict)]
-        reasons = [d.get("reason") for d in infos]
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return status, body, None
-    retry_after = next(
-        (
-            str(d.get("metadata", {}).get(RETRY_AFTER_KEY))
-            for d in infos
-            if d.get("reason") in RETRYABLE_REASONS
-            and isinstance(d.get("metadata"), dict)
-            and RETRY_AFTER_KEY in d["metadata"]
-        ),
-        None,
-    )
-    wanted = next((A2A_HTTP_STATUS[r] for r in reasons if r in A2A_HTTP_STATUS), status)
-    if wanted == status:
-        return status, body, retry_after
-    error["code"] = wanted
-    return wanted, json.dumps(payload).encode(), retry_after
-
-
-#: a2a-sdk loggers that report a client's mistakes (and our retryable errors) at ERROR with a
-#: traceback; :func:`quiet_client_errors` turns those into one WARNING line.
-SDK_REQUEST_LOGGERS = (
-    "a2a.server.routes.jsonrpc_dispatcher",
-    "a2a.server.routes.rest_dispatcher",
-    "a2a.server.agent_execution.active_task",
-    "a2a.server.request_handlers.grpc_handler",
-    "a2a.utils.error_handlers",
-)
-#: The JSON-RPC dispatcher logs these with a traceback, then the same error again as one
-#: WARNING line ("Request Error ... Code=-32602 ... Data={'parseError': ...}").
-_LOGGED_TWICE = frozenset(
-    {"Failed to validate base JSON-RPC request", "Failed to parse request params"}
-)
-
-
-class ClientErrorLogFilter(logging.Filter):
-    """Client errors are the client's business: one WARNING line each, no traceback.
-
-    Drops the JSON-RPC dispatcher's traceback of a request it could not parse (its own
-    one-line warning follows), and logs a record carrying an A2A error other than an
-    internal one (InvalidParams, TaskNotFound, busy, task store unavailable, ...) as one
-    WARNING line naming the error.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg in _LOGGED_TWICE:
-            return False
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, A2AError) and not isinstance(error, InternalError):
-            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
-            record.args = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.exc_info = record.exc_text = None
-        return True
-
-
-_CLIENT_ERROR_FILTER = ClientErrorLogFilter()
-
-
-def quiet_client_errors() -> None:
-    """Install :class:`ClientErrorLogFilter` on a2a-sdk's request loggers (idempotent)."""
-    for name in SDK_REQUEST_LOGGERS:
-        logger = logging.getLogger(name)
-        if _CLIENT_ERROR_FILTER not in logger.filters:
-            logger.addFilter(_CLIENT_ERROR_FILTER)
-
-
-def card_routes(card: AgentCard, *, cache_control: str = CARD_CACHE_CONTROL) -> list[Route]:
-    """The route serving ``card``: the SDK's (ETag, 304 on If-None-Match, Cache-Control)
-    plus ``Last-Modified`` (now: when the card was built) and 304 on If-Modified-Since."""
-    built = datetime.now(UTC).replace(microsecond=0)
-    last_modified = format_datetime(built, usegmt=True)
-    [sdk_route] = create_agent_card_routes(card, card_url=CARD_PATH, cache_control=cache_control)
-    serve_card = sdk_route.endpoint
-
-    async def endpoint(request: Request) -> Response:
-        response: Response = await serve_card(request)
-        response.headers["Last-Modified"] = last_modified
-        # If-None-Match, when sent, decides alone (RFC 9110 13.1.3).
-        since = request.headers.get("if-modified-since")
-        fresh = since is not None and "if-none-match" not in request.headers
-        if response.status_code == 200 and fresh and _not_modified(str(since), built):
-            kept = {k: v for k, v in response.headers.items() if k != "content-length"}
-            return Response(status_code=304, headers=kept)
-        return response
-
-    return [Route(CARD_PATH, endpoint, methods=["GET"])]
-
-
-def _not_modified(since: str, modified: datetime) -> bool:
-    """Whether ``modified`` is no later than an If-Modified-Since date (invalid: ignored)."""
-    try:
-        date = parsedate_to_datetime(since)
-    except (TypeError, ValueError):
-        return False
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=UTC)
-    return modified <= date
-
-
 def bind_socket(host: str, port: int) -> socket.socket:
     """A bound TCP socket for uvicorn; port 0 picks a free one (read it from the socket).
 
@@ -490,16 +309,43 @@ def socket_url(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
-@contextlib.asynccontextmanager
-async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
-    """Serve an ASGI app (with its lifespan) on ``sock`` in this event loop while inside.
+def _server(app: Any, *, graceful_shutdown_s: float | None = None) -> uvicorn.Server:
+    """The one uvicorn configuration every server of ours runs with.
 
     An app that names its HTTP protocol in ``app.state.http_protocol`` is served with it.
     """
     state = getattr(app, "state", None)
     http = getattr(state, "http_protocol", "auto") if state is not None else "auto"
-    config = uvicorn.Config(app, http=http, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(
+        app,
+        http=http,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(graceful_shutdown_s) if graceful_shutdown_s else None,
+    )
+    return uvicorn.Server(config)
+
+
+async def serve(app: Any, sock: socket.socket, *, graceful_shutdown_s: float | None = None) -> None:
+    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM or cancellation, then shut down gracefully.
+
+    In-flight requests get ``graceful_shutdown_s`` to finish (None: as long as they take).
+    """
+    server = _server(app, graceful_shutdown_s=graceful_shutdown_s)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await task
+        raise
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
+    """Serve an ASGI app (with its lifespan) on ``sock`` in this event loop while inside."""
+    server = _server(app)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -37,7 +37,7 @@ SETTLED_STATES = TERMINAL_STATES | {
 
 
 #: The reason a task fails with when the agent instance running it died (see
-#: ``agents/scaffold/task_store.py``): the request may be sent again, to another instance.
+#: ``agents/scaffold/tasks/store.py``): the request may be sent again, to another instance.
 ORPHANED = (
     "the agent instance running this task stopped before finishing it; send the request again"
 )

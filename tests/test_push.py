@@ -37,16 +37,11 @@ from starlette.routing import Route
 
 from agents.scaffold.app import AgentParts, create_agent_app
 from agents.scaffold.executor import SkillCall
-from agents.scaffold.push import (
-    EVENT_ID_HEADER,
-    TOKEN_HEADER,
-    PushSender,
-    PushUrlPolicy,
-    RedisPushConfigStore,
-    RetryPolicy,
-)
+from agents.scaffold.push.configs import RedisPushConfigStore
+from agents.scaffold.push.sender import EVENT_ID_HEADER, TOKEN_HEADER, PushSender, RetryPolicy
+from agents.scaffold.push.urls import PushUrlPolicy
 from agents.scaffold.settings import AgentSettings
-from agents.scaffold.task_events import owner_context
+from agents.scaffold.tasks.events import owner_context
 from protocol.cards import CARD_PATH, CardSpec, Skill
 from protocol.client import call_skill, skill_message
 from protocol.http import bind_socket, serving, socket_url
@@ -377,9 +372,8 @@ async def test_a_hanging_webhook_times_out_without_slowing_the_task(
     settings: AgentSettings,
     receiver: Receiver,
     a2a_http: httpx.AsyncClient,
-    caplog: pytest.LogCaptureFixture,
+    sender_log: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agents.scaffold.push")
     quick = settings.model_copy(update={"push_timeout_s": 1.5, "push_max_attempts": 2})
     async with running_agent(PUSHER, quick) as url:
         client = await _client(url, a2a_http)
@@ -389,12 +383,12 @@ async def test_a_hanging_webhook_times_out_without_slowing_the_task(
         assert time.monotonic() - started < 1.5
 
         def gave_up() -> bool:
-            return any("given up" in r.getMessage() for r in caplog.records)
+            return any("given up" in r.getMessage() for r in sender_log.records)
 
         await wait_for(gave_up, 10, "the hanging webhook was not given up")
     first = receiver.hits[0].event_id
     assert [h.event_id for h in receiver.hits[:2]] == [first, first]  # timed out, retried
-    warning = next(r for r in caplog.records if "given up" in r.getMessage())
+    warning = next(r for r in sender_log.records if "given up" in r.getMessage())
     assert warning.levelno == logging.WARNING
     assert warning.exc_info is None
     assert "\n" not in warning.getMessage()
@@ -402,6 +396,42 @@ async def test_a_hanging_webhook_times_out_without_slowing_the_task(
 
 
 # --- the pieces on their own ---------------------------------------------------------------
+
+
+@pytest.fixture
+def configs(redis: aioredis.Redis, redis_prefix: str) -> RedisPushConfigStore:
+    return RedisPushConfigStore(redis, "pusher", keys=RedisKeys(redis_prefix))
+
+
+@pytest.fixture
+def sender_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The push sender's warnings (given up, dropped)."""
+    caplog.set_level(logging.WARNING, logger="agents.scaffold.push.sender")
+    return caplog
+
+
+def _update(state: TaskState, context_id: str = "c") -> TaskStatusUpdateEvent:
+    """A status update of task ``t1``."""
+    status = TaskStatus(state=state)
+    return TaskStatusUpdateEvent(task_id="t1", context_id=context_id, status=status)
+
+
+def _sender(
+    store: RedisPushConfigStore,
+    policy: PushUrlPolicy | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+    **options: Any,
+) -> PushSender:
+    """A sender of ``store``'s configs to the local receiver (private addresses allowed)."""
+    return PushSender(
+        store,
+        policy or PushUrlPolicy(allow_private=True),
+        httpx.AsyncClient(),
+        agent="pusher",
+        retry=retry or RetryPolicy(timeout_s=30),
+        **options,
+    )
 
 
 def _as(name: str) -> ServerCallContext:
@@ -473,10 +503,7 @@ async def test_what_the_operator_may_allow() -> None:
 
 
 async def test_dns_is_checked_again_at_delivery(
-    redis: aioredis.Redis,
-    redis_prefix: str,
-    receiver: Receiver,
-    caplog: pytest.LogCaptureFixture,
+    configs: RedisPushConfigStore, receiver: Receiver, sender_log: pytest.LogCaptureFixture
 ) -> None:
     """A name that resolved to a public address when set, and to loopback later, gets nothing."""
     answers = [["93.184.215.14"], ["127.0.0.1"]]
@@ -484,88 +511,52 @@ async def test_dns_is_checked_again_at_delivery(
     async def rebinding(host: str, port: int) -> list[str]:
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
-    caplog.set_level(logging.WARNING, logger="agents.scaffold.push")
     policy = PushUrlPolicy(resolve=rebinding)
-    store = RedisPushConfigStore(redis, "pusher", keys=RedisKeys(redis_prefix))
     url = receiver.url.replace("127.0.0.1", "localhost") + "/ok"
     assert await policy(url)  # what the request handler asks when the config is set
-    await store.set_info("t1", _config(url, "c1"), _as("alice"))
-    sender = PushSender(
-        store, policy, httpx.AsyncClient(), agent="pusher", retry=RetryPolicy(first_delay_s=0.01)
-    )
-    event = TaskStatusUpdateEvent(
-        task_id="t1", context_id="c", status=TaskStatus(state=TaskState.TASK_STATE_WORKING)
-    )
-    await sender.send_notification("t1", event)
+    await configs.set_info("t1", _config(url, "c1"), _as("alice"))
+    sender = _sender(configs, policy, retry=RetryPolicy(first_delay_s=0.01))
+    await sender.send_notification("t1", _update(TaskState.TASK_STATE_WORKING))
     await wait_for(lambda: sender.pending == 0, 10, "the update was not settled")
     await sender.aclose()
     assert receiver.hits == []
-    (warning,) = [r for r in caplog.records if "given up" in r.getMessage()]
+    (warning,) = [r for r in sender_log.records if "given up" in r.getMessage()]
     assert "loopback" in warning.getMessage()
     assert "after 1 attempt" in warning.getMessage()  # a refusal is not retried
 
 
 async def test_shutdown_drains_within_its_bound(
-    redis: aioredis.Redis,
-    redis_prefix: str,
-    receiver: Receiver,
-    caplog: pytest.LogCaptureFixture,
+    configs: RedisPushConfigStore, receiver: Receiver, sender_log: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agents.scaffold.push")
-    store = RedisPushConfigStore(redis, "pusher", keys=RedisKeys(redis_prefix))
-    await store.set_info("t1", _config(receiver.url + "/ok", "fast"), _as("alice"))
-    await store.set_info("t1", _config(receiver.url + "/hang", "stuck"), _as("alice"))
-    sender = PushSender(
-        store,
-        PushUrlPolicy(allow_private=True),
-        httpx.AsyncClient(),
-        agent="pusher",
-        retry=RetryPolicy(timeout_s=30),
-        drain_s=0.5,
-    )
-    event = TaskStatusUpdateEvent(
-        task_id="t1", context_id="c", status=TaskStatus(state=TaskState.TASK_STATE_COMPLETED)
-    )
+    await configs.set_info("t1", _config(receiver.url + "/ok", "fast"), _as("alice"))
+    await configs.set_info("t1", _config(receiver.url + "/hang", "stuck"), _as("alice"))
+    sender = _sender(configs, drain_s=0.5)
+    event = _update(TaskState.TASK_STATE_COMPLETED)
     await sender.send_notification("t1", event)
     started = time.monotonic()
     await sender.aclose()
     assert time.monotonic() - started < 5
     assert [h.hook for h in receiver.accepted("ok")] == ["ok"]
-    assert any("dropped at shutdown" in r.getMessage() for r in caplog.records)
+    assert any("dropped at shutdown" in r.getMessage() for r in sender_log.records)
     await sender.send_notification("t1", event)  # after close: dropped, not queued
     assert sender.pending == 0
 
 
 async def test_a_webhook_that_falls_behind_loses_its_oldest_updates(
-    redis: aioredis.Redis,
-    redis_prefix: str,
-    receiver: Receiver,
-    caplog: pytest.LogCaptureFixture,
+    configs: RedisPushConfigStore, receiver: Receiver, sender_log: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agents.scaffold.push")
-    store = RedisPushConfigStore(redis, "pusher", keys=RedisKeys(redis_prefix))
-    await store.set_info("t1", _config(receiver.url + "/hang", "slow"), _as("alice"))
-    sender = PushSender(
-        store,
-        PushUrlPolicy(allow_private=True),
-        httpx.AsyncClient(),
-        agent="pusher",
-        retry=RetryPolicy(timeout_s=30),
-        max_queued=2,
-        drain_s=0,
-    )
+    await configs.set_info("t1", _config(receiver.url + "/hang", "slow"), _as("alice"))
+    sender = _sender(configs, max_queued=2, drain_s=0)
 
     async def update(n: int) -> None:
-        status = TaskStatus(state=TaskState.TASK_STATE_WORKING)
-        event = TaskStatusUpdateEvent(task_id="t1", context_id=str(n), status=status)
-        await sender.send_notification("t1", event)
+        await sender.send_notification("t1", _update(TaskState.TASK_STATE_WORKING, str(n)))
 
     await update(0)
     await wait_for(lambda: len(receiver.hits) == 1, 10, "the first update was not sent")
     for n in range(1, 6):
         await update(n)
     await wait_for(lambda: sender.pending == 3, 10, "the updates were not queued")  # 1 + 2
-    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    dropped = [r for r in sender_log.records if "dropped" in r.getMessage()]
     assert len(dropped) == 1
     assert "more than 2 updates waiting" in dropped[0].getMessage()
     await sender.aclose()

@@ -18,10 +18,10 @@ from agents.scaffold.settings import AgentSettings
 from protocol.cards import CARD_PATH, JSONRPC_PATH, CardSpec, Skill, card_to_dict
 from protocol.client import SkillFailed, call_skill, open_client, skill_message, task_data
 from protocol.payloads import SearchRequest, SearchResult
+from registry.directory import Registry
 from registry.keys import RedisKeys
-from registry.registry import Registry
 from registry.settings import RegistrySettings
-from scriptorium.testing import running_agent
+from scriptorium.testing import running_agent, wait_for
 from tests.conftest import RestartableValkey
 
 SLOW_STARTED = asyncio.Event()
@@ -36,7 +36,7 @@ async def slow(call: SkillCall) -> None:
     await call.progress("started", step=1)
     SLOW_STARTED.set()
     try:
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # the stub never finishes on its own: only a cancel ends it
     except asyncio.CancelledError:
         SLOW_CANCELLED.set()
         raise
@@ -171,8 +171,7 @@ async def test_cancel_task_stops_the_handler(client: Client) -> None:
 
     runner = asyncio.create_task(run())
     await asyncio.wait_for(SLOW_STARTED.wait(), 10)
-    while not task_id:
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: bool(task_id), 10, "the client did not hear of the task")
     canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
     assert canceled.status.state == TaskState.TASK_STATE_CANCELED
     await asyncio.wait_for(SLOW_CANCELLED.wait(), 5)
@@ -282,12 +281,13 @@ async def test_agent_registers_itself_and_deregisters_on_stop(
     registry = Registry(
         redis, RegistrySettings(**settings.model_dump()), keys=RedisKeys(redis_prefix)
     )
+
+    async def discovered() -> bool:
+        return bool(await registry.discover(skill="echo"))
+
     async with running_agent(TESTER, settings) as url:
-        for _ in range(100):
-            found = await registry.discover(skill="echo")
-            if found:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(discovered, 10, "the agent was not discovered")
+        found = await registry.discover(skill="echo")
         assert [r.url for r in found] == [url]
         assert found[0].capacity == 3
     assert await registry.discover(skill="echo") == []
@@ -305,8 +305,8 @@ async def test_agent_survives_a_redis_outage_and_registers_again(
     )
     keys = RedisKeys("outage")
 
-    async def registered(url: str) -> bool:
-        client = aioredis.from_url(url)
+    async def registered() -> bool:
+        client = aioredis.from_url(own_valkey.url)
         registry = Registry(client, RegistrySettings(**settings.model_dump()), keys=keys)
         try:
             return [r.name for r in await registry.discover(skill="echo")] == ["tester"]
@@ -314,21 +314,12 @@ async def test_agent_survives_a_redis_outage_and_registers_again(
             await client.aclose()
 
     async with running_agent(TESTER, settings) as url:
-        for _ in range(100):
-            if await registered(own_valkey.url):
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(registered, 10, "the agent did not register")
         own_valkey.stop()
         health = await a2a_http.get(url + "/healthz")
         assert health.status_code == 503
         own_valkey.start()
-        back = False
-        for _ in range(100):
-            if await registered(own_valkey.url):
-                back = True
-                break
-            await asyncio.sleep(0.1)
-        assert back, "the agent did not register again after Redis came back"
+        await wait_for(registered, 10, "the agent did not register again after Redis came back")
         assert (await a2a_http.get(url + "/healthz")).status_code == 200
         task = await call_skill(await open_client(url, a2a_http), "echo", "after")
         assert task_data(task) == [{"echo": "after"}]

@@ -43,7 +43,7 @@ async def count(call: SkillCall) -> None:
     n = int(call.data()["n"])
     for i in range(n):
         await call.stream_text("numbers", f"{i} ", last=i == n - 1)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # the stub's pace: chunks arrive apart, as a model's do
 
 
 async def hold(call: SkillCall) -> None:
@@ -52,7 +52,7 @@ async def hold(call: SkillCall) -> None:
     await call.progress("holding")
     RUNNING[key].set()
     try:
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # the stub never finishes on its own: only a cancel ends it
     except asyncio.CancelledError:
         STOPPED[key].set()
         raise

@@ -18,12 +18,9 @@ from a2a.types import (
     TaskStatusUpdateEvent,
 )
 
-from agents.scaffold.task_events import RedisTaskEventStream, owner_context
-from agents.scaffold.task_store import (
-    ANNOUNCE_NEW_TASKS,
-    FOREIGN_STRIDE,
-    RedisTaskStore,
-)
+from agents.scaffold.tasks.events import RedisTaskEventStream, owner_context
+from agents.scaffold.tasks.records import FOREIGN_STRIDE
+from agents.scaffold.tasks.store import ANNOUNCE_NEW_TASKS, RedisTaskStore
 from protocol.streams import ORPHANED, sequence_of
 from registry.keys import RedisKeys
 from scriptorium.testing import wait_for
@@ -68,6 +65,20 @@ def replica(redis_url: str, keys: RedisKeys) -> RedisTaskStore:
     return RedisTaskStore(aioredis.from_url(redis_url), "tester", keys=keys)
 
 
+async def _streamed_new_task(
+    store: RedisTaskStore, redis: aioredis.Redis, keys: RedisKeys, task_id: str
+) -> tuple[Task, TaskVersion]:
+    """A working task saved as a stream's first event: stored straight away (waited for)."""
+    task = _task(task_id, TaskState.TASK_STATE_WORKING)
+    version = await store.save(task, event=task, prev_version=M, context=STREAMING)
+
+    async def created() -> bool:
+        return bool(await redis.hget(keys.task("tester", task_id), "v") == b"1")
+
+    await wait_for(created, 5, "a new task was not stored straight away")
+    return task, version
+
+
 async def _stored_state(redis: aioredis.Redis, keys: RedisKeys, task_id: str) -> int | None:
     raw = await redis.hget(keys.task("tester", task_id), "t")
     return None if raw is None else Task.FromString(raw).status.state
@@ -88,13 +99,7 @@ async def test_settled_state_is_in_redis_when_save_returns(
 async def test_intermediate_writes_are_coalesced_into_one_and_keep_every_event(
     store: RedisTaskStore, redis: aioredis.Redis, keys: RedisKeys
 ) -> None:
-    task = _task("t2", TaskState.TASK_STATE_WORKING)
-    v = await store.save(task, event=task, prev_version=M, context=STREAMING)
-
-    async def created() -> bool:
-        return bool(await redis.hget(keys.task("tester", "t2"), "v") == b"1")
-
-    await wait_for(created, 5, "a new task was stored straight away")
+    task, v = await _streamed_new_task(store, redis, keys, "t2")
     for word in ("one", "two", "three"):
         v = await store.save(task, event=_chunk(task, word), prev_version=v, context=CTX)
     assert await redis.hget(keys.task("tester", "t2"), "v") == b"1", "updates wait to be coalesced"
@@ -147,13 +152,7 @@ async def test_a_stale_version_is_refused(store: RedisTaskStore, replica: RedisT
 async def test_a_cancel_on_another_replica_wins_over_the_running_replicas_pending_writes(
     store: RedisTaskStore, replica: RedisTaskStore, redis: aioredis.Redis, keys: RedisKeys
 ) -> None:
-    working = _task("t4", TaskState.TASK_STATE_WORKING)
-    v = await store.save(working, event=working, prev_version=M, context=STREAMING)
-
-    async def created() -> bool:
-        return bool(await redis.hget(keys.task("tester", "t4"), "v") == b"1")
-
-    await wait_for(created, 5, "the new task was stored")
+    working, v = await _streamed_new_task(store, redis, keys, "t4")
     unstored = _chunk(working, "not yet stored")
     v = await store.save(working, event=unstored, prev_version=v, context=CTX)
     seen = await replica.get("t4", CTX)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-import uvicorn
 from a2a.server.routes import (
     add_a2a_routes_to_fastapi,
     create_jsonrpc_routes,
@@ -36,26 +35,26 @@ from agents.scaffold.limits import RequestLimits
 from agents.scaffold.presence import Presence
 from agents.scaffold.push import PushParts, push_parts
 from agents.scaffold.settings import AgentSettings
-from agents.scaffold.task_events import RedisTaskEventStream, ResumableRequestHandler
-from agents.scaffold.task_store import RedisTaskStore
+from agents.scaffold.tasks.events import RedisTaskEventStream, ResumableRequestHandler
+from agents.scaffold.tasks.store import RedisTaskStore
 from protocol.auth import Authenticator, check_configured
 from protocol.auth import enforced as auth_enforced
+from protocol.card_routes import card_routes
 from protocol.cards import CARD_PATH, JSONRPC_PATH, REST_PATH, CardSpec, build_agent_card
+from protocol.error_status import A2AErrorStatusMiddleware, quiet_client_errors
 from protocol.http import (
-    A2AErrorStatusMiddleware,
     A2APaths,
     A2ARequestGuard,
     BearerAuthMiddleware,
     BodyLimitMiddleware,
     bind_socket,
-    card_routes,
-    quiet_client_errors,
+    serve,
 )
 from protocol.signing import sign_card
 from protocol.telemetry import configure_tracing, shutdown_tracing
+from registry.directory import Registry
 from registry.keys import RedisKeys
-from registry.redisio import redis_client
-from registry.registry import Registry
+from registry.redis_client import redis_client
 from registry.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
@@ -298,13 +297,5 @@ async def serve_agent(parts: AgentParts, settings: AgentSettings, *, port: int) 
     bound_port = sock.getsockname()[1]
     base_url = f"http://{settings.public_host}:{bound_port}"
     app = create_agent_app(parts, settings, base_url)
-    config = uvicorn.Config(
-        app,
-        http=app.state.http_protocol,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    await server.serve(sockets=[sock])
+
+    await serve(app, sock, graceful_shutdown_s=settings.graceful_shutdown_s)

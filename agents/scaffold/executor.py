@@ -40,6 +40,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel, ValidationError
 
 from agents.scaffold import metrics
+from agents.scaffold.busy import Busy
 from protocol import telemetry
 from protocol.auth import OPERATOR, roles_of
 from protocol.cards import SKILL_METADATA_KEY, accepted_input_modes
@@ -219,19 +220,17 @@ class SkillExecutor(AgentExecutor):
         self.agent = agent
         self.handlers = dict(handlers)
         self.default_skill = default_skill
-        self.in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._busy = Busy()
         self._running: dict[str, asyncio.Task[Any]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Skills running now."""
+        return len(self._busy)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until no skill runs (at most ``timeout_s``); True if none is left running."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await self._busy.drain(timeout_s)
 
     def skill_for(self, metadata: Mapping[str, Any], message: Message | None) -> str | None:
         """The skill a request is for: the one it names, else the default skill."""
@@ -281,8 +280,7 @@ class SkillExecutor(AgentExecutor):
     async def _run(self, skill: str, call: SkillCall, task: Task) -> str:
         """Run the handler; returns the outcome (completed, rejected, failed)."""
         started = time.perf_counter()
-        self.in_flight += 1
-        self._idle.clear()
+        self._busy.begin(call)
         metrics.IN_FLIGHT.labels(self.agent).inc()
         outcome = "completed"
         try:
@@ -305,9 +303,7 @@ class SkillExecutor(AgentExecutor):
             text = f"skill {skill!r} crashed: {type(exc).__name__}: {exc}. See the agent's log."
             await call.updater.failed(call.updater.new_agent_message([new_text_part(text)]))
         finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+            self._busy.end(call)
             metrics.IN_FLIGHT.labels(self.agent).dec()
             metrics.TASKS.labels(self.agent, skill, outcome).inc()
             metrics.TASK_SECONDS.labels(self.agent, skill).observe(time.perf_counter() - started)
@@ -377,7 +373,8 @@ class SkillContextBuilder(SimpleRequestContextBuilder):
         context_id: str | None = None,
         task: Task | None = None,
     ) -> RequestContext:
-        """Check the message's media types against its skill, then build as the SDK does."""
+        """The SDK's hook (hence its name): check the caller may use the skill and the
+        message's media types, then build the ``RequestContext`` as the SDK does."""
         if params is not None:
             metadata = json_format.MessageToDict(params.metadata)
             skill = self._executor.skill_for(metadata, params.message)

@@ -122,6 +122,7 @@ class VersionedContextBuilder(DefaultGrpcServerCallContextBuilder):
         self._authenticator = authenticator
 
     def build(self, context: grpc.aio.ServicerContext[Any, Any]) -> ServerCallContext:
+        """The call context of one gRPC call (the SDK calls this hook by this name)."""
         call = super().build(context)
         headers = {
             key.lower(): value

@@ -33,11 +33,11 @@ from protocol.client import open_client as open_a2a_client
 from protocol.settings import CommonSettings
 from protocol.signing import CardSignatureError, CardTrustSettings, TrustedKeys
 from registry.client import RegistryClient
+from registry.directory import Registry
 from registry.errors import NoCapacity, RegistryError, SessionNotFound
 from registry.events import SessionLog
 from registry.records import AgentRecord
-from registry.redisio import redis_client
-from registry.registry import Registry
+from registry.redis_client import redis_client
 from registry.sessions import Session, SessionBroker, check_session_id
 from registry.settings import RegistrySettings
 

@@ -18,8 +18,8 @@ from redis.exceptions import RedisError
 
 from agents.scaffold import metrics
 from protocol.cards import CARD_PATH, card_base_url
+from registry.directory import Registry
 from registry.errors import RegistryError
-from registry.registry import Registry
 
 log = logging.getLogger(__name__)
 NOT_READY_POLL_S = 0.2

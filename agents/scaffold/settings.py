@@ -83,7 +83,7 @@ class AgentSettings(CardSigningSettings):
     model_cache_dir: Path | None = Field(
         default=None, description="Prepared models (default: ~/.cache/scriptorium/models)."
     )
-    # Push notifications (agents/scaffold/push.py, docs/a2a.md#push-notifications).
+    # Push notifications (agents/scaffold/push/, docs/a2a.md#push-notifications).
     push_allow_private: bool = Field(
         default=False,
         description="Let webhooks be on loopback and private addresses (link-local still "

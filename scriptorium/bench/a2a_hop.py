@@ -12,6 +12,7 @@ so ``ours - sdk`` is the price of the scaffold alone.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import sys
 import time
@@ -19,7 +20,6 @@ import uuid
 from typing import Any
 
 import httpx
-import uvicorn
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore
@@ -29,7 +29,9 @@ from starlette.applications import Starlette
 from agents.scaffold.app import AgentParts, create_agent_app
 from agents.scaffold.executor import SkillCall, SkillExecutor
 from agents.scaffold.settings import AgentSettings
+from protocol import http
 from protocol.cards import JSONRPC_PATH, CardSpec, Skill, build_agent_card
+from protocol.http import bind_socket
 from scriptorium.bench.servers import child_servers
 
 ROUNDS = 600
@@ -75,7 +77,7 @@ def serve(kind: str, port: int) -> None:
         app = _sdk_app(base_url)
     else:
         app = create_agent_app(AgentParts(ECHO, {"echo": _echo}), AgentSettings(), base_url)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    asyncio.run(http.serve(app, bind_socket("127.0.0.1", port)))
 
 
 def _send_message_body() -> dict[str, Any]:

@@ -25,7 +25,6 @@ from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 import httpx
-import uvicorn
 from a2a.client import Client, ClientCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
@@ -36,6 +35,7 @@ from starlette.applications import Starlette
 from agents.scaffold.app import AgentParts, serve_agent
 from agents.scaffold.executor import SkillCall, SkillExecutor
 from agents.scaffold.settings import AgentSettings
+from protocol import http
 from protocol.cards import JSONRPC_PATH, CardSpec, Skill, build_agent_card
 from protocol.client import (
     A2A_VERSION_HEADER,
@@ -43,6 +43,7 @@ from protocol.client import (
     open_client,
     skill_message,
 )
+from protocol.http import bind_socket
 from protocol.streams import event_sequence, resume_parameters
 from scriptorium.bench.servers import child_servers
 from scriptorium.faults import DroppingTransport
@@ -91,7 +92,7 @@ def serve(kind: str, port: int) -> None:
     """Serve one of the servers (runs in a child process)."""
     if kind == "sdk":
         app = _sdk_app(f"http://127.0.0.1:{port}")
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        asyncio.run(http.serve(app, bind_socket("127.0.0.1", port)))
         return
     settings = AgentSettings(
         instance_id=f"streamer-{kind}",

@@ -1,6 +1,6 @@
 """Task events across replicas: a2a-sdk's ``TaskEventStream`` on Redis Streams, and resume.
 
-The store (:mod:`agents.scaffold.task_store`) appends each event to its task's stream in the
+The store (:mod:`agents.scaffold.tasks.store`) appends each event to its task's stream in the
 same script that writes the task, so ``publish`` has nothing left to do. ``subscribe`` blocks
 on XREAD — no polling loop — on a connection pool of its own, so waiting subscribers never
 starve the agent's other Redis work. When a read times out it checks that the task's runner
@@ -21,13 +21,13 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from a2a.auth.user import User
 from a2a.server.agent_execution import AgentExecutor
 from a2a.server.cluster import TaskEventStream, TaskVersion, VersionedEvent
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.request_handler import validate, validate_request_params
+from a2a.server.routes.common import StarletteUser
 from a2a.types import (
     AgentCard,
     CancelTaskRequest,
@@ -40,18 +40,15 @@ from a2a.types import (
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 from a2a.utils.proto_utils import to_stream_response
 from redis.exceptions import RedisError
+from starlette.authentication import SimpleUser
 
 from agents.scaffold.limits import Admission, AdmittedExecutor, RequestLimits, check_message
-from agents.scaffold.task_store import (
-    ANNOUNCE_NEW_TASKS,
-    ANONYMOUS,
-    RETRY_DELAY_S,
-    RedisTaskStore,
-    version_number,
-)
+from agents.scaffold.tasks.records import ANONYMOUS, reaching_redis, version_number
+from agents.scaffold.tasks.store import ANNOUNCE_NEW_TASKS, RedisTaskStore
+from agents.scaffold.tasks.writer import RETRY_DELAY_S
 from protocol.errors import task_store_unavailable
 from protocol.streams import TERMINAL_STATES, is_final, requested_cursor
-from registry.redisio import listen, text
+from registry.redis_client import listen, text
 
 #: How long one XREAD waits before checking that the task's runner is still alive.
 BLOCK_MS = 2_000
@@ -67,11 +64,11 @@ class RedisTaskEventStream(TaskEventStream):
     def __init__(self, store: RedisTaskStore, *, block_ms: int = BLOCK_MS) -> None:
         self._store = store
         self._block_ms = block_ms
-        kwargs = dict(store.redis.connection_pool.connection_kwargs)
+        kwargs = dict(store.records.redis.connection_pool.connection_kwargs)
         kwargs["socket_timeout"] = None  # a blocked XREAD is not a stuck socket
         self._reader = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool(
-                connection_class=store.redis.connection_pool.connection_class,
+                connection_class=store.records.redis.connection_pool.connection_class,
                 max_connections=MAX_WAITING_SUBSCRIBERS,
                 **kwargs,
             )
@@ -85,7 +82,7 @@ class RedisTaskEventStream(TaskEventStream):
         self, task_id: str, *, after: TaskVersion
     ) -> AsyncGenerator[VersionedEvent, None]:
         """Events of ``task_id`` after version ``after``, live, until the task is gone."""
-        key = self._store.keys.task_events(self._store.agent, task_id)
+        key = self._store.records.events(task_id)
         cursor = f"0-{version_number(after)}"
         while True:
             reply = await self._read(key, cursor)
@@ -123,12 +120,9 @@ class RedisTaskEventStream(TaskEventStream):
 
     async def _still_running(self, task_id: str) -> bool:
         """False when the task is gone; an orphaned task is failed (its event follows)."""
-        key = self._store.keys.task(self._store.agent, task_id)
-        try:
-            async with asyncio.timeout(self._store.timeout_s):
-                exists = await self._store.redis.exists(key)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise task_store_unavailable(self._store.timeout_s, self._store.timeout_s) from exc
+        key = self._store.records.task(task_id)
+        async with reaching_redis(self._store.timeout_s):
+            exists = await self._store.records.redis.exists(key)
         if not exists:
             return False
         await self._store.fail_orphan(task_id)
@@ -167,7 +161,8 @@ class ResumableRequestHandler(DefaultRequestHandler):
         super().__init__(admitted, task_store, card, event_stream=event_stream, **kwargs)
         self._events = event_stream
         self._store = task_store
-        self._channel = task_store.keys.task_cancels(task_store.agent)
+        records = task_store.records
+        self._channel = records.keys.task_cancels(records.agent)
 
     def _admit(self, params: SendMessageRequest, context: ServerCallContext) -> None:
         """Refuse a message over the limits, or any message when the agent is full."""
@@ -207,7 +202,7 @@ class ResumableRequestHandler(DefaultRequestHandler):
         owner = self._store.owner_of(context)
         message = json.dumps({"task": params.id, "owner": owner})
         try:
-            await self._store.redis.publish(self._channel, message)
+            await self._store.records.redis.publish(self._channel, message)
         except (RedisError, OSError) as exc:
             log.warning(
                 "could not announce a cancel", extra={"task_id": params.id, "error": str(exc)}
@@ -263,24 +258,11 @@ class ResumableRequestHandler(DefaultRequestHandler):
                 return
 
 
-class _Owner(User):
-    """The user a task belongs to, to act on it on its owner's behalf."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._name
-
-
 def owner_context(owner: str) -> ServerCallContext:
     """A call context that the store resolves to ``owner``."""
-    return ServerCallContext() if owner == ANONYMOUS else ServerCallContext(user=_Owner(owner))
+    if owner == ANONYMOUS:
+        return ServerCallContext()
+    return ServerCallContext(user=StarletteUser(SimpleUser(owner)))
 
 
 def _headers(context: ServerCallContext) -> Mapping[str, Any]:

@@ -1,4 +1,4 @@
-"""Which addresses may register: host resolution checked against ``allowed_networks``."""
+"""Host and address checks: parse networks and addresses, classify them, resolve hosts."""
 
 from __future__ import annotations
 
@@ -12,8 +12,16 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_networks(networks: Iterable[str]) -> list[IPNetwork]:
-    """``allowed_networks`` as network objects."""
+    """Addresses and CIDRs as network objects (a malformed entry raises ValueError)."""
     return [ipaddress.ip_network(n, strict=False) for n in networks]
+
+
+def parse_network(entry: str) -> IPNetwork | None:
+    """``entry`` as a network (an address or CIDR), or None if it is not one (a host name)."""
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return None
 
 
 def parse_address(address: str) -> IPAddress | None:
@@ -31,6 +39,23 @@ def address_allowed(address: str, networks: Iterable[IPNetwork]) -> bool:
     """Whether ``address`` (an IP literal) lies inside one of ``networks``."""
     ip = parse_address(address)
     return ip is not None and any(ip in network for network in networks)
+
+
+def address_kind(ip: IPAddress) -> str | None:
+    """``None`` for a public unicast address, else what it is (loopback, private, ...)."""
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_reserved:
+        return "reserved"
+    if not ip.is_global:
+        return "private"
+    return None
 
 
 async def resolve(host: str, port: int, *, timeout_s: float) -> list[str]:
