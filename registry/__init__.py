@@ -3,6 +3,7 @@
 See ``docs/registry.md``.
 """
 
+from registry.directory import Registry
 from registry.errors import (
     AgentNotFound,
     InstanceConflict,
@@ -19,7 +20,6 @@ from registry.errors import (
 from registry.events import SessionEvent, SessionLog
 from registry.keys import RedisKeys
 from registry.records import AgentRecord, AgentState, Change, ChangeKind, SweepReport
-from registry.registry import Registry
 from registry.sessions import Session, SessionBroker, SessionState
 from registry.settings import RegistrySettings
 

@@ -1,14 +1,22 @@
-"""Errors raised by the registry; every message says what to do about it."""
+"""Errors raised by the registry; every message says what to do about it, and each class
+names the HTTP status the API answers it with."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class RegistryError(Exception):
     """Base class of every registry error."""
 
+    #: The HTTP status the API answers this error with.
+    http_status: ClassVar[int] = 422
+
 
 class InvalidCard(RegistryError):
     """The submitted agent card is malformed or incomplete."""
+
+    http_status = 422
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -17,6 +25,8 @@ class InvalidCard(RegistryError):
 
 class RegistrationRefused(RegistryError):
     """The card is valid but the registry will not accept the instance."""
+
+    http_status = 403
 
 
 class UntrustedCard(RegistrationRefused):
@@ -34,9 +44,13 @@ class UntrustedCard(RegistrationRefused):
 class SpoofedCard(RegistryError):
     """The card served by the agent differs from the one submitted."""
 
+    http_status = 422
+
 
 class AgentNotFound(RegistryError):
     """No instance is registered under the id."""
+
+    http_status = 404
 
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
@@ -49,6 +63,8 @@ class AgentNotFound(RegistryError):
 class SessionNotFound(RegistryError):
     """No session exists under the id (never created, or past its retention)."""
 
+    http_status = 404
+
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         super().__init__(
@@ -59,6 +75,8 @@ class SessionNotFound(RegistryError):
 
 class SessionClosed(RegistryError):
     """The session was released or expired; it can no longer be changed."""
+
+    http_status = 409
 
     def __init__(self, session_id: str, state: str) -> None:
         self.session_id = session_id
@@ -71,6 +89,8 @@ class SessionClosed(RegistryError):
 
 class NoCapacity(RegistryError):
     """No healthy instance with free capacity offers a role's skill."""
+
+    http_status = 409
 
     def __init__(self, role: str, skill: str) -> None:
         self.role = role
@@ -85,9 +105,13 @@ class NoCapacity(RegistryError):
 class InvalidRequest(RegistryError):
     """A request the registry cannot act on (bad id, unknown role, ...)."""
 
+    http_status = 422
+
 
 class InstanceConflict(RegistryError):
     """The instance id belongs to another live instance (another card URL)."""
+
+    http_status = 409
 
     def __init__(self, instance_id: str, bound_to: str, url: str) -> None:
         self.instance_id = instance_id
@@ -103,3 +127,5 @@ class InstanceConflict(RegistryError):
 
 class RecordUnreadable(RegistryError):
     """A stored record cannot be read back (written by something other than the registry)."""
+
+    http_status = 500

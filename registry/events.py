@@ -7,22 +7,16 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
 from registry import lua
-from registry.errors import InvalidRequest, SessionNotFound
-from registry.keys import RedisKeys
-from registry.limits import MAX_PAGE, is_stream_id
-from registry.redisio import bounded_block_ms, text
-from registry.registry import stream_entries
-from registry.sessions import SessionState, require_session_shape
-from registry.settings import RegistrySettings
-
-if TYPE_CHECKING:
-    from registry.streams import Entry, StreamHub
+from registry.errors import SessionNotFound
+from registry.limits import check_count, check_stream_id
+from registry.redis_client import bounded_block_ms, text
+from registry.sessions import SessionState, SessionStore, check_session_id
+from registry.streams import Entry, StreamHub, stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +44,8 @@ class SessionEvent(BaseModel):
     )
 
 
-class SessionLog:
+class SessionLog(SessionStore):
     """Append to, read and follow session event logs."""
-
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        settings: RegistrySettings,
-        *,
-        keys: RedisKeys | None = None,
-    ) -> None:
-        self.redis = redis
-        self.settings = settings
-        self.keys = keys or RedisKeys(settings.redis_prefix)
 
     async def append(
         self,
@@ -79,7 +62,7 @@ class SessionLog:
 
         Raises :class:`SessionNotFound` when the session does not exist.
         """
-        require_session_shape(session_id)
+        check_session_id(session_id, existing=True)
         limit = self.settings.max_event_payload_bytes
         body = "" if payload is None else json.dumps(payload, separators=(",", ":"), default=str)
         truncated = False
@@ -125,9 +108,8 @@ class SessionLog:
         self, session_id: str, *, after: str | None = None, count: int = 1000
     ) -> list[SessionEvent]:
         """Up to ``count`` events after stream id ``after`` (exclusive; None: from the start)."""
-        require_session_shape(session_id)
-        if not 1 <= count <= MAX_PAGE:
-            raise InvalidRequest(f"count must be in 1..{MAX_PAGE} (got {count})")
+        check_session_id(session_id, existing=True)
+        check_count(count)
         start = _exclusive(after)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(self.keys.session(session_id))
@@ -152,7 +134,7 @@ class SessionLog:
         Without ``hub`` this holds one pooled connection in a blocking read for as long as
         it follows; with a :class:`~registry.streams.StreamHub` (the HTTP API) it holds none.
         """
-        require_session_shape(session_id)
+        check_session_id(session_id, existing=True)
         last = after or "0-0"
         _exclusive(last)
         key = self.keys.session_events(session_id)
@@ -200,13 +182,10 @@ class SessionLog:
 
 
 def _exclusive(after: str | None) -> str:
+    """The XRANGE start strictly after ``after`` (None: from the start)."""
     if after is None:
         return "-"
-    if not is_stream_id(after):
-        raise InvalidRequest(
-            f"{after!r} is not a stream id: pass the `id` of the last event you received "
-            "(ms or ms-seq, digits only)"
-        )
+    check_stream_id(after)
     return f"({after}"
 
 

@@ -1,7 +1,8 @@
 """The Redis key schema: every key Scriptorium writes is named here, and only here.
 
 All keys start with a configurable prefix (``SCRIPTORIUM_REDIS_PREFIX``, default
-``scriptorium``) so several stacks can share one Redis. See ``docs/redis-schema.md``.
+``scriptorium``) so several stacks can share one Redis. Who writes each key: "Redis keys" in
+``docs/registry.md``.
 
 =========================================  ======  ==============================================
 key                                        type    holds

@@ -8,26 +8,32 @@ on a standalone Redis/Valkey (or a single shard), not on Redis Cluster.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from registry.limits import LEASE_CEILING_MS, MAX_CAPACITY, MAX_LOAD
-from registry.redisio import Script
+from registry.records import AGENT_FIELDS, AgentState
+from registry.redis_client import Script
+
+
+def _lua_strings(values: Iterable[str]) -> str:
+    """Python strings as a comma-separated list of Lua string literals."""
+    return ", ".join(f"'{value}'" for value in values)
+
 
 _PRELUDE = """
--- An integer in [low, high] given as a string, or nil (not a number, a fraction, inf, nan).
-local function bounded_int(value, low, high)
+-- An integer in [low, high] given as a string; else (not a number, a fraction, inf, nan) the
+-- script fails with an error reply naming `what` and the range.
+local function checked_int(value, low, high, what)
   local n = tonumber(value)
-  if n == nil or n ~= n or n < low or n > high or n ~= math.floor(n) then return nil end
+  if n == nil or n ~= n or n < low or n > high or n ~= math.floor(n) then
+    error({err = 'ERR ' .. what .. ' must be an integer in ' .. low .. '..' .. high})
+  end
   return n
 end
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function state_of(age, healthy_ms, ttl_ms)
-  if age < healthy_ms then return 'healthy' end
-  if age < ttl_ms then return 'suspect' end
-  return 'offline'
 end
 
 local function unindex(id, skills, tags, skill_prefix, tag_prefix)
@@ -57,14 +63,14 @@ end
 
 -- The healthy member of a skill set with the most free capacity (ties: lowest id).
 -- free: id -> free capacity cache (tentative picks already subtracted); skip: id or nil.
-local function pick(members, agent_prefix, now, healthy_ms, free, skip)
+local function pick(members, agent_prefix, now, healthy_ms, ttl_ms, free, skip)
   local best, best_free = nil, 0
   for _, id in ipairs(members) do
     if id ~= skip then
       local f = free[id]
       if f == nil then
         local v = redis.call('HMGET', agent_prefix .. id, 'last_seen', 'capacity', 'leased')
-        if v[1] and v[2] and now - tonumber(v[1]) < healthy_ms then
+        if v[1] and v[2] and state_of(now - tonumber(v[1]), healthy_ms, ttl_ms) == HEALTHY then
           f = tonumber(v[2]) - (tonumber(v[3]) or 0)
         else
           f = 0
@@ -111,34 +117,55 @@ _LIMITS = f"""
 local MAX_CAPACITY, MAX_LOAD, MAX_LEASE_MS = {MAX_CAPACITY}, {MAX_LOAD}, {LEASE_CEILING_MS}
 """
 
+#: The one place the healthy/suspect/offline rule is computed (docs/registry.md, "Agent
+#: states"): every script that needs a state or the healthy test calls ``state_of``, and
+#: Python takes states from the scripts' replies. The names are :class:`AgentState`'s.
+_STATE_RULE = f"""
+local HEALTHY, SUSPECT, OFFLINE = {_lua_strings(AgentState)}
+
+-- An instance's state from its heartbeat age (ms), the healthy window and the TTL (ms).
+local function state_of(age, healthy_ms, ttl_ms)
+  if age < healthy_ms then return HEALTHY end
+  if age < ttl_ms then return SUSPECT end
+  return OFFLINE
+end
+"""
+
+#: The fields SELECT reads of an agent hash, in :data:`AGENT_FIELDS` order.
+_AGENT_FIELDS = f"""
+local AGENT_FIELDS = {{{_lua_strings(AGENT_FIELDS)}}}
+local LAST_SEEN = {AGENT_FIELDS.index("last_seen") + 1}
+"""
+
 
 def _script(name: str, body: str) -> Script:
-    return Script(name, _LIMITS + _PRELUDE + body)
+    return Script(name, _LIMITS + _STATE_RULE + _AGENT_FIELDS + _PRELUDE + body)
 
 
 #: KEYS: agent hash, agents set, changes.
 #: ARGV: id, card, name, url, capacity, skills (JSON), tags (JSON), skill prefix,
-#: tag prefix, changes maxlen, binding, heartbeat TTL ms.
+#: tag prefix, changes maxlen, binding, heartbeat TTL ms, healthy ms.
 #: Returns {1, now, leased, registered_at}, or {-1, binding} when the id is bound to
-#: another binding (card URL) whose heartbeat is younger than the TTL (nothing changed).
+#: another binding (card URL) whose record is not offline (nothing changed).
 #: A capacity outside 1..MAX_CAPACITY is an error.
 REGISTER = _script(
     "register",
     """
 local key, id = KEYS[1], ARGV[1]
-if not bounded_int(ARGV[5], 1, MAX_CAPACITY) then
-  return redis.error_reply('ERR capacity must be an integer in 1..' .. MAX_CAPACITY)
-end
+checked_int(ARGV[5], 1, MAX_CAPACITY, 'capacity')
 local now = now_ms()
 local old = redis.call('HMGET', key, 'skills', 'tags', 'binding', 'url', 'last_seen')
 local bound = old[3] or old[4]
 if bound and bound ~= ARGV[11] then
-  if old[5] and now - tonumber(old[5]) < tonumber(ARGV[12]) then return {-1, bound} end
+  if old[5] and state_of(now - tonumber(old[5]), tonumber(ARGV[13]), tonumber(ARGV[12]))
+      ~= OFFLINE then
+    return {-1, bound}
+  end
   redis.call('HSET', key, 'registered_at', now)  -- taken over from an offline instance
 end
 unindex(id, old[1], old[2], ARGV[8], ARGV[9])
 redis.call('HSET', key, 'id', id, 'card', ARGV[2], 'name', ARGV[3], 'url', ARGV[4],
-  'capacity', ARGV[5], 'skills', ARGV[6], 'tags', ARGV[7], 'load', 0, 'state', 'healthy',
+  'capacity', ARGV[5], 'skills', ARGV[6], 'tags', ARGV[7], 'load', 0, 'state', HEALTHY,
   'last_seen', now, 'binding', ARGV[11])
 redis.call('HSETNX', key, 'leased', 0)
 redis.call('HSETNX', key, 'registered_at', now)
@@ -157,16 +184,14 @@ return {1, now, tonumber(v[1]), tonumber(v[2])}
 HEARTBEAT = _script(
     "heartbeat",
     """
-if not bounded_int(ARGV[2], 0, MAX_LOAD) then
-  return redis.error_reply('ERR load must be an integer in 0..' .. MAX_LOAD)
-end
+checked_int(ARGV[2], 0, MAX_LOAD, 'load')
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 0 end
 redis.call('HSET', KEYS[1], 'last_seen', now_ms(), 'load', ARGV[2])
-if st ~= 'healthy' then
-  redis.call('HSET', KEYS[1], 'state', 'healthy')
+if st ~= HEALTHY then
+  redis.call('HSET', KEYS[1], 'state', HEALTHY)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
-    'kind', 'state', 'instance_id', ARGV[1], 'old', st, 'new', 'healthy')
+    'kind', 'state', 'instance_id', ARGV[1], 'old', st, 'new', HEALTHY)
 end
 return 1
 """,
@@ -188,38 +213,28 @@ return 1
 """,
 )
 
-#: Fields SELECT returns after each id, in this order.
-SELECT_FIELDS = (
-    "last_seen",
-    "capacity",
-    "leased",
-    "load",
-    "registered_at",
-    "name",
-    "url",
-    "skills",
-    "tags",
-    "card",
-)
-
-#: KEYS: one set of ids, or two to intersect.  ARGV: agent prefix, healthy window (ms; 0
-#: returns every state).  Returns {now, id, <SELECT_FIELDS>..., id, ...}.
+#: KEYS: one set of ids, or two to intersect, or none: then ARGV[5...] are the ids.
+#: ARGV: agent prefix, healthy ms, TTL ms, '1' for healthy instances only ('' for all).
+#: Returns {now, id, state, <AGENT_FIELDS>..., id, state, ...}; unknown ids are left out.
 SELECT = _script(
     "select",
     """
 local ids
 if #KEYS == 2 then ids = redis.call('SINTER', KEYS[1], KEYS[2])
-else ids = redis.call('SMEMBERS', KEYS[1]) end
+elseif #KEYS == 1 then ids = redis.call('SMEMBERS', KEYS[1])
+else ids = {unpack(ARGV, 5)} end
 local now = now_ms()
-local healthy = tonumber(ARGV[2])
+local healthy, ttl, healthy_only = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local out = {now}
 for _, id in ipairs(ids) do
-  local v = redis.call('HMGET', ARGV[1] .. id, 'last_seen', 'capacity', 'leased', 'load',
-    'registered_at', 'name', 'url', 'skills', 'tags', 'card')
-  if v[1] and (healthy == 0 or now - tonumber(v[1]) < healthy) then
-    local n = #out
-    out[n + 1] = id
-    for i = 1, 10 do out[n + 1 + i] = v[i] end
+  local v = redis.call('HMGET', ARGV[1] .. id, unpack(AGENT_FIELDS))
+  if v[LAST_SEEN] then
+    local st = state_of(now - tonumber(v[LAST_SEEN]), healthy, ttl)
+    if st == HEALTHY or not healthy_only then
+      local n = #out
+      out[n + 1], out[n + 2] = id, st
+      for i = 1, #AGENT_FIELDS do out[n + 2 + i] = v[i] end
+    end
   end
 end
 return out
@@ -267,24 +282,21 @@ return {moved, removed}
 
 #: KEYS: session hash, sessions zset, changes, session events, skill set per role...
 #: ARGV: agent prefix, healthy ms, lease ms, session id, trace id, roles (JSON),
-#: changes maxlen, events maxlen, role name per role...
+#: changes maxlen, events maxlen, TTL ms, role name per role...
 #: Returns {1, created, expires, bindings JSON}, {0, failing role index} or {-1} (id taken).
 #: A lease outside 1..MAX_LEASE_MS is an error.
 NEGOTIATE = _script(
     "negotiate",
     """
-local lease = bounded_int(ARGV[3], 1, MAX_LEASE_MS)
-if not lease then
-  return redis.error_reply('ERR lease must be an integer number of ms in 1..' .. MAX_LEASE_MS)
-end
+local lease = checked_int(ARGV[3], 1, MAX_LEASE_MS, 'lease (ms)')
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
 local now = now_ms()
-local healthy = tonumber(ARGV[2])
+local healthy, ttl = tonumber(ARGV[2]), tonumber(ARGV[9])
 local nroles = #KEYS - 4
 local free, picks = {}, {}
 for i = 1, nroles do
   local best, best_free = pick(redis.call('SMEMBERS', KEYS[4 + i]), ARGV[1], now, healthy,
-    free, nil)
+    ttl, free, nil)
   if not best then return {0, i} end
   free[best] = best_free - 1
   picks[i] = best
@@ -292,7 +304,7 @@ end
 local bindings = {}
 for i = 1, nroles do
   redis.call('HINCRBY', ARGV[1] .. picks[i], 'leased', 1)
-  bindings[ARGV[8 + i]] = picks[i]
+  bindings[ARGV[9 + i]] = picks[i]
 end
 local bj = cjson.encode(bindings)
 local expires = now + lease
@@ -309,7 +321,7 @@ return {1, now, expires, bj}
 
 #: KEYS: session hash, changes, session events.
 #: ARGV: agent prefix, skill prefix, healthy ms, role, session id, changes maxlen,
-#: events maxlen.  Returns {1, HGETALL}, {0, skill} (no capacity), {-1} (unknown session),
+#: events maxlen, TTL ms.  Returns {1, HGETALL}, {0, skill} (no capacity), {-1} (unknown session),
 #: {-2, state} (closed), {-3} (unknown role).
 REBIND = _script(
     "rebind",
@@ -324,7 +336,7 @@ local bindings = cjson.decode(v[3])
 local old = bindings[role]
 local now = now_ms()
 local best = pick(redis.call('SMEMBERS', ARGV[2] .. skill), ARGV[1], now, tonumber(ARGV[3]),
-  {}, old)
+  tonumber(ARGV[8]), {}, old)
 if not best then return {0, skill} end
 if old then give_back_one(ARGV[1] .. old) end
 redis.call('HINCRBY', ARGV[1] .. best, 'leased', 1)
@@ -345,10 +357,7 @@ return {1, redis.call('HGETALL', KEYS[1])}
 RENEW = _script(
     "renew",
     """
-local lease = bounded_int(ARGV[1], 1, MAX_LEASE_MS)
-if not lease then
-  return redis.error_reply('ERR lease must be an integer number of ms in 1..' .. MAX_LEASE_MS)
-end
+local lease = checked_int(ARGV[1], 1, MAX_LEASE_MS, 'lease (ms)')
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return {-1} end
 if st ~= 'active' then return {-2, st} end

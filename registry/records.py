@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, Field, computed_field, model_validator
 
+from registry.redis_client import as_int, text
 
+
+# The rule (healthy below ``healthy_window_ms``, suspect below ``heartbeat_ttl_ms``, offline
+# after) is computed in one place, the Lua function ``state_of`` in ``registry.lua``, whose
+# state names are formatted from these values. (A comment: the docstring is in the schema.)
 class AgentState(StrEnum):
     """Liveness of an instance, derived from the age of its last heartbeat."""
 
@@ -18,14 +24,21 @@ class AgentState(StrEnum):
     OFFLINE = "offline"
 
 
-def agent_state(last_seen_ms: int, now_ms: int, *, healthy_ms: int, ttl_ms: int) -> AgentState:
-    """Healthy while the heartbeat is younger than ``healthy_ms``, suspect until ``ttl_ms``."""
-    age = now_ms - last_seen_ms
-    if age < healthy_ms:
-        return AgentState.HEALTHY
-    if age < ttl_ms:
-        return AgentState.SUSPECT
-    return AgentState.OFFLINE
+#: The fields of an agent hash that make an :class:`AgentRecord`, in the order the ``SELECT``
+#: script (``registry.lua``) returns them and :meth:`AgentRecord.from_stored` reads them.
+#: The one statement of that order: the script's field list is generated from it.
+AGENT_FIELDS = (
+    "last_seen",
+    "capacity",
+    "leased",
+    "load",
+    "registered_at",
+    "name",
+    "url",
+    "skills",
+    "tags",
+    "card",
+)
 
 
 class AgentRecord(BaseModel):
@@ -62,6 +75,26 @@ class AgentRecord(BaseModel):
     def card(self) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(self.card_json)
         return parsed
+
+    @classmethod
+    def from_stored(cls, instance_id: str, state: AgentState, values: Sequence[Any]) -> AgentRecord:
+        """The record from its hash's :data:`AGENT_FIELDS` values (as Redis replies them)
+        and its state (computed by the ``SELECT`` script, see ``registry.lua``)."""
+        stored = dict(zip(AGENT_FIELDS, values, strict=True))
+        return cls(
+            id=instance_id,
+            name=text(stored["name"]),
+            url=text(stored["url"]),
+            card_json=text(stored["card"]),
+            skills=json.loads(stored["skills"]),
+            tags=json.loads(stored["tags"]),
+            capacity=as_int(stored["capacity"]),
+            leased=as_int(stored["leased"]),
+            load=as_int(stored["load"]),
+            state=state,
+            registered_at=as_int(stored["registered_at"]),
+            last_seen=as_int(stored["last_seen"]),
+        )
 
     @property
     def free(self) -> int:

@@ -29,13 +29,20 @@ from registry.errors import (
     SessionNotFound,
 )
 from registry.keys import RedisKeys
-from registry.limits import MAX_PAGE, MAX_ROLES, MAX_SKILL_LENGTH, NAME_RULE, is_name
-from registry.redisio import as_int, hash_fields, opt_text, pairs, text
+from registry.limits import (
+    MAX_PAGE,
+    MAX_ROLES,
+    MAX_SKILL_LENGTH,
+    NAME_RULE,
+    SESSION_ID_RULE,
+    is_name,
+    is_session_id,
+)
+from registry.redis_client import as_int, hash_fields, opt_text, pairs, text
 from registry.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
 
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _EXPIRE_BATCH = 100
 
@@ -69,8 +76,9 @@ def current_trace_id() -> str:
     return secrets.token_hex(16)
 
 
-class SessionBroker:
-    """Negotiates, rebinds, renews and releases sessions; every change is one Lua script."""
+class SessionStore:
+    """What :class:`SessionBroker` and :class:`~registry.events.SessionLog` work on: a Redis
+    client, the registry's settings and the key names under its prefix."""
 
     def __init__(
         self,
@@ -82,6 +90,10 @@ class SessionBroker:
         self.redis = redis
         self.settings = settings
         self.keys = keys or RedisKeys(settings.redis_prefix)
+
+
+class SessionBroker(SessionStore):
+    """Negotiates, rebinds, renews and releases sessions; every change is one Lua script."""
 
     async def negotiate(
         self,
@@ -135,6 +147,7 @@ class SessionBroker:
                 roles_json,
                 self.settings.changes_maxlen,
                 self.settings.events_maxlen,
+                self.settings.heartbeat_ttl_ms,
                 *names,
             ],
         )
@@ -162,7 +175,7 @@ class SessionBroker:
     async def get(self, session_id: str) -> Session:
         """The session; :class:`SessionNotFound` when unknown or past retention, and
         :class:`RecordUnreadable` when what is stored under its id is not a session."""
-        require_session_shape(session_id)
+        check_session_id(session_id, existing=True)
         fields = hash_fields(await self.redis.hgetall(self.keys.session(session_id)))
         if not fields:
             raise SessionNotFound(session_id)
@@ -209,7 +222,7 @@ class SessionBroker:
         The old instance's lease is given back. Raises :class:`NoCapacity` (session
         unchanged) when no other instance can take the role.
         """
-        require_session_shape(session_id)
+        check_session_id(session_id, existing=True)
         check_role(role)
         reply = await lua.REBIND(
             self.redis,
@@ -226,6 +239,7 @@ class SessionBroker:
                 session_id,
                 self.settings.changes_maxlen,
                 self.settings.events_maxlen,
+                self.settings.heartbeat_ttl_ms,
             ],
         )
         code = int(reply[0])
@@ -241,7 +255,7 @@ class SessionBroker:
 
     async def renew(self, session_id: str, lease_s: float | None = None) -> Session:
         """Extend the lease to ``lease_s`` (default ``session_lease_s``) from now."""
-        require_session_shape(session_id)
+        check_session_id(session_id, existing=True)
         reply = await lua.RENEW(
             self.redis,
             [self.keys.session(session_id), self.keys.sessions],
@@ -253,7 +267,7 @@ class SessionBroker:
     async def release(self, session_id: str) -> None:
         """Give every lease back (once, however often it is called); keep the log for
         ``session_retention_s``."""
-        require_session_shape(session_id)
+        check_session_id(session_id, existing=True)
         code = await lua.RELEASE(
             self.redis,
             [self.keys.sessions, self.keys.closed_sessions, self.keys.changes],
@@ -315,25 +329,21 @@ class SessionBroker:
             )
 
 
-def check_session_id(session_id: str) -> None:
-    """Raise :class:`InvalidRequest` unless ``session_id`` is a usable id."""
-    if not _SESSION_ID.fullmatch(session_id):
-        raise InvalidRequest(
-            f"session id {session_id!r} is not usable: use 1-128 letters, digits, '_', '.' "
-            "or '-', starting with a letter or digit"
-        )
+def check_session_id(session_id: str, *, existing: bool = False) -> None:
+    """Raise unless ``session_id`` is in the session id alphabet: :class:`InvalidRequest`
+    for an id to create, :class:`SessionNotFound` for an ``existing`` session to look up
+    (no session can have it, e.g. ``x:events``)."""
+    if is_session_id(session_id):
+        return
+    if existing:
+        raise SessionNotFound(session_id)
+    raise InvalidRequest(f"session id {session_id!r} is not usable: use {SESSION_ID_RULE}")
 
 
 def check_role(role: str) -> None:
     """Raise :class:`InvalidRequest` unless ``role`` is in the name alphabet."""
     if not is_name(role):
         raise InvalidRequest(f"role name {role!r} is not usable: use {NAME_RULE}")
-
-
-def require_session_shape(session_id: str) -> None:
-    """Raise :class:`SessionNotFound` for ids no session can have (e.g. ``x:events``)."""
-    if not _SESSION_ID.fullmatch(session_id):
-        raise SessionNotFound(session_id)
 
 
 def _session(fields: dict[str, Any]) -> Session:

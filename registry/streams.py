@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from registry.redisio import bounded_block_ms, text
+from registry.redis_client import bounded_block_ms, text
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,11 @@ def _by_stream(reply: Any) -> list[tuple[str, list[Entry]]]:
         return []
     pairs = reply.items() if isinstance(reply, dict) else reply
     return [(text(key), [(text(i), _decoded(f)) for i, f in entries]) for key, entries in pairs]
+
+
+def stream_entries(reply: Any) -> list[Entry]:
+    """The entries of an XREAD reply (RESP2 or RESP3 shape) of every stream read, decoded."""
+    return [entry for _, entries in _by_stream(reply) for entry in entries]
 
 
 class StreamSlots:

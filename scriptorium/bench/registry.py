@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from protocol.cards import CardSpec, Skill, build_agent_card
 from protocol.http import running
 from registry.api import create_app
-from registry.redisio import Script, redis_client
-from registry.registry import Registry
+from registry.directory import Registry
+from registry.redis_client import Script, redis_client
 from registry.settings import RegistrySettings
 from scriptorium.valkey import start_valkey
 

@@ -40,6 +40,21 @@ def registry(redis: aioredis.Redis, settings: RegistrySettings, keys: RedisKeys)
     return Registry(redis, settings, keys=keys)
 
 
+RegistryWith = Callable[..., Registry]
+
+
+@pytest.fixture
+def registry_with(
+    redis: aioredis.Redis, settings: RegistrySettings, keys: RedisKeys
+) -> RegistryWith:
+    """``registry_with(**changes)``: a registry on the test's keys with changed settings."""
+
+    def make(**changes: Any) -> Registry:
+        return Registry(redis, settings.model_copy(update=changes), keys=keys)
+
+    return make
+
+
 @pytest.fixture
 def broker(registry: Registry) -> SessionBroker:
     return registry.sessions
@@ -83,8 +98,37 @@ async def register_agent(
     return await registry.register(card, verify=False)
 
 
+async def redis_now_ms(redis: aioredis.Redis) -> int:
+    """The Redis server clock (``TIME``) in epoch ms: the clock every record's times use."""
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def blocked_stream_reads(redis: aioredis.Redis) -> int:
+    """Clients blocked in ``XREAD`` on the server right now (``CLIENT LIST``)."""
+    return sum(
+        1 for c in await redis.client_list() if c.get("cmd") == "xread" and "b" in c["flags"]
+    )
+
+
 MakeCard = Callable[..., AgentCard]
 AddAgent = Callable[..., Awaitable[AgentRecord]]
+
+
+HeardAgo = Callable[[str, int], Awaitable[None]]
+
+
+@pytest.fixture
+def heard_ago(redis: aioredis.Redis, keys: RedisKeys) -> HeardAgo:
+    """``await heard_ago(instance_id, ms)``: the instance's last heartbeat ``ms`` before now on
+    the Redis clock. Tests age an instance so, never by waiting: no heartbeat window races
+    the machine's speed."""
+
+    async def age(instance_id: str, ms: int) -> None:
+        now = await redis_now_ms(redis)
+        await redis.hset(keys.agent(instance_id), "last_seen", now - ms)
+
+    return age
 
 
 @pytest.fixture

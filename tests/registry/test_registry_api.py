@@ -166,7 +166,11 @@ async def test_sessions_over_http(client: httpx.AsyncClient, add_agent: AddAgent
 
 
 async def test_session_events_sse_honours_last_event_id(
-    served: str, broker: SessionBroker, session_log: SessionLog, add_agent: AddAgent
+    app: FastAPI,
+    served: str,
+    broker: SessionBroker,
+    session_log: SessionLog,
+    add_agent: AddAgent,
 ) -> None:
     await add_agent("retriever", 9001, capacity=2)
     session = await broker.negotiate({"retriever": "search"})
@@ -201,7 +205,8 @@ async def test_session_events_sse_honours_last_event_id(
                 live.extend(parse_sse((await response.aread()).decode()))
 
         follower = asyncio.create_task(follow())
-        await asyncio.sleep(0.3)
+        hub = app.state.services.hub  # what follows is delivered live, once it subscribed
+        await wait_for(lambda: hub.subscribers == 1, 10, "the stream did not subscribe")
         await session_log.append(session.id, sender="r", recipient="o", kind="live")
         await broker.release(session.id)
         await asyncio.wait_for(follower, 10)  # the stream ends once the session is released
@@ -344,13 +349,14 @@ async def test_serve_runs_until_cancelled(settings: RegistrySettings) -> None:
     port = closed_port()
     server = asyncio.create_task(serve(settings, host="127.0.0.1", port=port))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
-        for _ in range(100):
+
+        async def healthy() -> bool:
             try:
-                health = await http.get("/healthz")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-        assert health.json() == {"status": "ok", "redis": "ok"}
+                return (await http.get("/healthz")).json() == {"status": "ok", "redis": "ok"}
+            except httpx.TransportError:  # not listening yet
+                return False
+
+        await wait_for(healthy, 10, "the served registry did not answer /healthz")
     server.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(server, 10)

@@ -21,11 +21,11 @@ from registry import (
     SpoofedCard,
 )
 from registry.records import AgentRecord, Change
+from scriptorium.testing import wait_for
+from tests.registry.conftest import HeardAgo, RegistryWith, blocked_stream_reads, redis_now_ms
 
 AddAgent = Callable[..., Awaitable[AgentRecord]]
 MakeCard = Callable[..., AgentCard]
-
-TTL_WAIT_S = 0.75  # a little more than heartbeat_ttl_s (0.6)
 
 
 async def test_register_get_and_discover_by_skill_and_tag(
@@ -70,11 +70,14 @@ async def test_discover_orders_by_free_capacity_and_skips_unhealthy(
     assert {r.id for r in await registry.list(skill="search")} == {small.id, big.id, stale.id}
 
 
-async def test_heartbeats_keep_an_instance_healthy(registry: Registry, add_agent: AddAgent) -> None:
+async def test_heartbeats_keep_an_instance_healthy(
+    registry: Registry, settings: RegistrySettings, heard_ago: HeardAgo, add_agent: AddAgent
+) -> None:
     record = await add_agent("retriever", 9001)
-    for _ in range(8):  # 0.8 s, longer than the TTL
-        await asyncio.sleep(0.1)
+    for _ in range(3):  # each time its heartbeat has aged past the TTL, a heartbeat revives it
+        await heard_ago(record.id, settings.heartbeat_ttl_ms + 100)
         assert await registry.heartbeat(record.id, load=3)
+        assert (await registry.get(record.id)).state is AgentState.HEALTHY  # type: ignore[union-attr]
     await registry.sweep()
     current = await registry.get(record.id)
     assert current is not None
@@ -83,21 +86,15 @@ async def test_heartbeats_keep_an_instance_healthy(registry: Registry, add_agent
 
 
 async def test_missing_heartbeats_go_suspect_then_offline_with_change_events(
-    redis: aioredis.Redis, settings: RegistrySettings, keys: RedisKeys, add_agent: AddAgent
+    registry_with: RegistryWith, heard_ago: HeardAgo, add_agent: AddAgent
 ) -> None:
     # Healthy below 10 s, suspect until 20 s, offline after. The test ages the heartbeat
     # itself (last_seen against the Redis clock), so no window races the machine's speed.
-    timing = {"heartbeat_interval_s": 5.0, "heartbeat_ttl_s": 20.0}
-    registry = Registry(redis, settings.model_copy(update=timing), keys=keys)
+    registry = registry_with(heartbeat_interval_s=5.0, heartbeat_ttl_s=20.0)
     record = await add_agent("retriever", 9001, on=registry)
     start = (await registry.changes())[-1].id
 
-    async def last_heard(seconds_ago: float) -> None:
-        now_s, now_us = await redis.time()
-        now_ms = int(now_s) * 1000 + int(now_us) // 1000
-        await redis.hset(keys.agent(record.id), "last_seen", now_ms - int(seconds_ago * 1000))
-
-    await last_heard(15)
+    await heard_ago(record.id, 15_000)
     assert (await registry.get(record.id)).state is AgentState.SUSPECT  # type: ignore[union-attr]
     report = await registry.sweep()
     assert [(t.old, t.new) for t in report.transitions] == [
@@ -105,7 +102,7 @@ async def test_missing_heartbeats_go_suspect_then_offline_with_change_events(
     ]
     assert await registry.discover("search") == []
 
-    await last_heard(25)
+    await heard_ago(record.id, 25_000)
     report = await registry.sweep()
     assert [(t.old, t.new) for t in report.transitions] == [
         (AgentState.SUSPECT, AgentState.OFFLINE)
@@ -124,11 +121,10 @@ async def test_missing_heartbeats_go_suspect_then_offline_with_change_events(
 
 
 async def test_concurrent_sweepers_emit_each_transition_once(
-    registry: Registry, add_agent: AddAgent
+    registry: Registry, settings: RegistrySettings, heard_ago: HeardAgo, add_agent: AddAgent
 ) -> None:
-    await add_agent("a", 9001)
-    await add_agent("b", 9002)
-    await asyncio.sleep(TTL_WAIT_S)
+    for agent in (await add_agent("a", 9001), await add_agent("b", 9002)):
+        await heard_ago(agent.id, settings.heartbeat_ttl_ms)  # just offline
     reports = await asyncio.gather(*(registry.sweep() for _ in range(5)))
     transitions = [t for report in reports for t in report.transitions]
     assert sorted((t.instance_id, t.new) for t in transitions) == [
@@ -138,11 +134,16 @@ async def test_concurrent_sweepers_emit_each_transition_once(
 
 
 async def test_sweep_deletes_instances_offline_past_retention(
-    redis: aioredis.Redis, settings: RegistrySettings, keys: RedisKeys, add_agent: AddAgent
+    redis: aioredis.Redis,
+    keys: RedisKeys,
+    registry_with: RegistryWith,
+    heard_ago: HeardAgo,
+    add_agent: AddAgent,
 ) -> None:
-    registry = Registry(redis, settings.model_copy(update={"offline_retention_s": 0.1}), keys=keys)
+    registry = registry_with(offline_retention_s=0.1)
+    settings = registry.settings
     record = await add_agent("retriever", 9001, on=registry)
-    await asyncio.sleep(TTL_WAIT_S + 0.1)
+    await heard_ago(record.id, settings.heartbeat_ttl_ms + 100)  # offline 0.1 s
     report = await registry.sweep()
     assert report.removed == [record.id]
     assert await registry.get(record.id) is None
@@ -183,6 +184,19 @@ async def test_reregistration_keeps_leases_and_reindexes_skills(
     first = await add_agent("agent", 9001, [("search", ["retrieval"])], capacity=3)
     session = await registry.sessions.negotiate({"r": "search"})
     assert session.bindings == {"r": first.id}
+    stored = await registry.get(first.id)  # the first registration took effect
+    assert stored is not None
+    assert (stored.skills, stored.leased, stored.registered_at) == (
+        ["search"],
+        1,
+        first.registered_at,
+    )
+
+    async def clock_passed_first() -> bool:
+        return await redis_now_ms(redis) > first.registered_at
+
+    # From now on a new registration is stamped later: an equal registered_at means kept.
+    await wait_for(clock_passed_first, 5, "the Redis clock did not pass the first registration")
 
     again = await add_agent("agent", 9001, [("write", ["text"])], capacity=3)
     assert again.id == first.id
@@ -263,7 +277,7 @@ async def test_card_url_outside_allowed_networks_is_refused(
 
 
 async def test_watch_follows_the_change_feed_and_resumes(
-    registry: Registry, add_agent: AddAgent
+    registry: Registry, redis: aioredis.Redis, add_agent: AddAgent
 ) -> None:
     received: list[Change] = []
 
@@ -273,8 +287,13 @@ async def test_watch_follows_the_change_feed_and_resumes(
             if len(received) == 2:
                 return
 
+    async def watcher_blocks() -> bool:
+        return await blocked_stream_reads(redis) > blocked
+
+    blocked = await blocked_stream_reads(redis)
     watcher = asyncio.create_task(follow())
-    await asyncio.sleep(0.05)  # the watcher starts at "$": only what comes next
+    # It starts at "$" (only what comes next): wait until it has taken "$" and blocks reading.
+    await wait_for(watcher_blocks, 5, "the watcher did not block reading the feed")
     a = await add_agent("a", 9001)
     await registry.deregister(a.id)
     await asyncio.wait_for(watcher, 5)
@@ -292,7 +311,7 @@ async def test_watch_follows_the_change_feed_and_resumes(
 async def test_works_with_decoded_responses_and_hiredis_packing(
     redis_url: str, settings: RegistrySettings, keys: RedisKeys, add_agent: AddAgent
 ) -> None:
-    from registry.redisio import HiredisPackConnection, connect
+    from registry.redis_client import HiredisPackConnection, connect
 
     for client in (
         aioredis.from_url(redis_url, decode_responses=True),

@@ -8,6 +8,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 import pytest
+import redis.asyncio as aioredis
 
 from registry import (
     InvalidRequest,
@@ -19,6 +20,8 @@ from registry import (
     SessionNotFound,
 )
 from registry.records import AgentRecord
+from scriptorium.testing import wait_for
+from tests.registry.conftest import blocked_stream_reads
 
 AddAgent = Callable[..., Awaitable[AgentRecord]]
 
@@ -119,7 +122,7 @@ async def test_append_to_unknown_session_fails(session_log: SessionLog) -> None:
 
 
 async def test_follow_delivers_live_events_and_ends_when_released(
-    session_log: SessionLog, broker: SessionBroker, session: Session
+    session_log: SessionLog, broker: SessionBroker, session: Session, redis: aioredis.Redis
 ) -> None:
     first = await session_log.append(session.id, sender="o", recipient="r", kind="before")
     received: list[SessionEvent] = []
@@ -128,8 +131,13 @@ async def test_follow_delivers_live_events_and_ends_when_released(
         async for event in session_log.follow(session.id, after=first.id, block_ms=200):
             received.append(event)
 
+    async def follower_blocks() -> bool:
+        return await blocked_stream_reads(redis) > blocked
+
+    blocked = await blocked_stream_reads(redis)
     follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.05)
+    # What follows is delivered live: the follower has caught up and blocks reading.
+    await wait_for(follower_blocks, 5, "the follower did not block reading the log")
     await session_log.append(session.id, sender="r", recipient="o", kind="live")
     await broker.release(session.id)
     await asyncio.wait_for(follower, 5)  # ends by itself once the session is closed

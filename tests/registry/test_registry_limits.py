@@ -495,6 +495,9 @@ async def test_auth_a_live_instance_id_cannot_be_taken_over(
     app = create_app(settings, redis=redis)
     true_card = make_card("retriever", "http://127.0.0.1:9001")
     await registry.register(true_card, instance_id="retriever-1", verify=False)
+    held = await registry.get("retriever-1")  # the first registration took effect
+    assert held is not None
+    assert (held.url, held.state) == ("http://127.0.0.1:9001", "healthy")
 
     base = httpserver.url_for("/").rstrip("/")
     impostor = card_to_dict(make_card("retriever", base, [("search", ["retrieval"])]))
@@ -714,7 +717,7 @@ async def test_fault_card_fetch_failures_all_read_the_same(
     }
     details = {}
     try:
-        with caplog.at_level(logging.WARNING, logger="registry.registry"):
+        with caplog.at_level(logging.WARNING, logger="registry.admission"):
             for kind, (url, serve) in served.items():
                 httpserver.clear_all_handlers()
                 if serve is not None:

@@ -14,6 +14,7 @@ from registry import (
     NoCapacity,
     RedisKeys,
     Registry,
+    RegistrySettings,
     Session,
     SessionBroker,
     SessionClosed,
@@ -21,8 +22,16 @@ from registry import (
     SessionState,
 )
 from registry.records import AgentRecord
+from tests.registry.conftest import redis_now_ms
 
 AddAgent = Callable[..., Awaitable[AgentRecord]]
+
+
+@pytest.fixture
+def settings(settings: RegistrySettings) -> RegistrySettings:
+    """Agents that stay healthy for the whole test, however slow the machine: these tests
+    age an agent themselves (``last_seen``) when they need one unhealthy, never by waiting."""
+    return settings.model_copy(update={"heartbeat_interval_s": 30.0, "heartbeat_ttl_s": 90.0})
 
 
 async def leased(registry: Registry) -> dict[str, int]:
@@ -221,13 +230,15 @@ async def test_sweep_expires_abandoned_sessions_and_returns_their_leases(
     keys: RedisKeys,
 ) -> None:
     agent = await add_agent("agent", 9001, capacity=4)
-    abandoned = await broker.negotiate({"r": "search"}, lease_s=0.1)
-    renewed = await broker.negotiate({"r": "search"}, lease_s=0.1)
+    abandoned = await broker.negotiate({"r": "search"}, lease_s=60)
+    renewed = await broker.negotiate({"r": "search"}, lease_s=60)
     lasting = await broker.negotiate({"r": "search"}, lease_s=60)
-    assert (await broker.renew(renewed.id, lease_s=60)).expires > renewed.expires
+    now = await redis_now_ms(redis)
+    for lapsed in (abandoned, renewed):  # their leases ran out (on the Redis clock)
+        await redis.zadd(keys.sessions, {lapsed.id: now - 1})
+        await redis.hset(keys.session(lapsed.id), "expires", now - 1)
+    assert (await broker.renew(renewed.id, lease_s=60)).expires > now
 
-    await asyncio.sleep(0.2)
-    assert await registry.heartbeat(agent.id)
     report = await registry.sweep()
 
     assert report.expired_sessions == [abandoned.id]

@@ -49,6 +49,7 @@ from protocol.payloads import (
 from registry import Registry, RegistrySettings, Session, SessionBroker, SessionLog
 from registry.api import create_app
 from scriptorium.launcher import Stack
+from scriptorium.testing import ROUND_STEPS
 from tests.registry.conftest import AddAgent
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -593,7 +594,7 @@ async def test_auth_the_viewer_follows_a_registry_with_a_token_from_its_address(
 async def asked(stack: Stack) -> Answer:
     """A question answered by the real stack over a few ingested documents."""
     from scriptorium.corpora import DEMO_QUESTIONS
-    from tests.test_answer import PLANTED, answer, corpus, ingest
+    from scriptorium.testing import PLANTED, answer, corpus, ingest
 
     wanted = {"wiki/Sputnik 1", "wiki/Yuri Gagarin", "wiki/Apollo 11", PLANTED.id}
     documents = [document for document in corpus() if document.id in wanted]
@@ -621,22 +622,10 @@ async def test_a_real_answer_is_shown_and_a_live_session_followed(
     assert lanes[:2] == ["registry", "orchestrator"]
     assert set(lanes) >= set(session.bindings.values())
     kinds = await step_kinds(page)
-    order = [
-        "session.opened",
-        "answer.request",
-        "search.request",
-        "search.result",
-        "write.request",
-        "generate.request",
-        "generate.result",
-        "write.result",
-        "critique.request",
-        "critique.result",
-        "answer.result",
-        "session.released",
-    ]
     # every step is there, each first seen in the order of a round; the session closes last
-    assert [kinds.index(kind) for kind in order] == sorted(kinds.index(kind) for kind in order)
+    assert [kinds.index(kind) for kind in ROUND_STEPS] == sorted(
+        kinds.index(kind) for kind in ROUND_STEPS
+    )
     assert kinds[-2:] == ["answer.result", "session.released"]
     placed = await marks(page)
     xs = [x for _, x in sorted(placed)]
