@@ -22,7 +22,7 @@ import shutil
 import sys
 
 from agents.common.embedding_model import MANIFEST, ModelInfo, default_model_dir
-from agents.common.grounding import Grounder
+from agents.common.grounding.grounder import Grounder
 from agents.common.onnx_export import onnx_dir_for
 from agents.common.settings import EmbeddingSettings
 

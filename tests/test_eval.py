@@ -27,21 +27,15 @@ from protocol.payloads import (
 )
 from scriptorium.bench import BENCHMARKS
 from scriptorium.evaluation import DevQuestion, load_devset
-from scriptorium.evaluation.run import (
-    ERROR_TYPES,
-    EvalOptions,
-    Outcome,
-    Probe,
+from scriptorium.evaluation.probes import ERROR_TYPES, Probe, critic_metrics, critic_probes
+from scriptorium.evaluation.report import Outcome, report
+from scriptorium.evaluation.run import EvalOptions, evaluate, select
+from scriptorium.evaluation.scoring import (
     answer_metrics,
-    critic_metrics,
-    critic_probes,
-    evaluate,
     final_view,
     percentile,
-    report,
     retrieval_metrics,
     round_view,
-    select,
 )
 
 GOLD = "wiki/Smallpox"

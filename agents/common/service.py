@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import redis as sync_redis
 
-from agents.common.grounding import Grounder
+from agents.common.grounding.grounder import Grounder
 from agents.common.settings import EmbeddingSettings
 from agents.common.vectors import SharedVectors
 from agents.scaffold.executor import SkillError

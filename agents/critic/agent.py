@@ -18,7 +18,7 @@ from typing import Literal
 from opentelemetry import trace
 from pydantic import Field
 
-from agents.common.grounding import Support
+from agents.common.grounding.grounder import Support
 from agents.common.service import GroundedAgent
 from agents.common.settings import EmbeddingSettings
 from agents.critic.judge import judge_supports

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 
-from agents.common.grounding import Support
+from agents.common.grounding.grounder import Support
 from agents.scaffold.peers import Peers
 from protocol.payloads import ChatMessage, DraftSentence, GenerateRequest, Generation
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.common.grounding import CoverageReport, Support
+from agents.common.grounding.grounder import CoverageReport, Support
 from protocol.payloads import (
     Coverage,
     Critique,

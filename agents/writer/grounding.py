@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agents.common.grounding import Support
+from agents.common.grounding.grounder import Support
 from protocol.payloads import DraftSentence
 from protocol.text import CitedSentence, parse_answer, render_answer
 

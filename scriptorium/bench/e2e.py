@@ -35,15 +35,9 @@ from registry.client import RegistryClient
 from scriptorium.bench import tracing
 from scriptorium.corpora import DEMO_QUESTIONS, demo_documents
 from scriptorium.evaluation.devset import DevQuestion, answer_matches
-from scriptorium.evaluation.run import (
-    TIMEOUT_S,
-    TOP_K,
-    Outcome,
-    ask_all,
-    ingest_corpus,
-    own_stack,
-    percentile,
-)
+from scriptorium.evaluation.report import Outcome
+from scriptorium.evaluation.run import TIMEOUT_S, ask_all, ingest_corpus, own_stack
+from scriptorium.evaluation.scoring import TOP_K, percentile
 from scriptorium.replay import read_recording, timeline_table
 
 COLLECTION = "demo"

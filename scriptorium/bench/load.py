@@ -35,14 +35,8 @@ from registry.settings import RegistrySettings
 from scriptorium.bench.e2e import COLLECTION, MAX_TOKENS, QUESTIONS, ROUNDS
 from scriptorium.corpora import demo_documents
 from scriptorium.evaluation.devset import DevQuestion, answer_matches
-from scriptorium.evaluation.run import (
-    TIMEOUT_S,
-    Progress,
-    ask_all,
-    ingest_corpus,
-    own_stack,
-    percentile,
-)
+from scriptorium.evaluation.run import TIMEOUT_S, Progress, ask_all, ingest_corpus, own_stack
+from scriptorium.evaluation.scoring import percentile
 from scriptorium.valkey import start_valkey
 
 DEFAULT_QUESTIONS = 500

@@ -42,7 +42,7 @@ from agents.scaffold.peers import Peers
 from protocol import telemetry
 from protocol.payloads import AnswerRequest
 from scriptorium.evaluation.devset import DevQuestion
-from scriptorium.evaluation.run import percentile
+from scriptorium.evaluation.scoring import percentile
 
 #: The bench stack's environment: tracing set up everywhere, recording only sampled requests.
 STACK_ENV = {"OTEL_TRACES_EXPORTER": "discard", "OTEL_TRACES_SAMPLER": "parentbased_always_off"}

@@ -1,4 +1,4 @@
-"""``scriptorium eval``: the dev set asked through a running team, and scored.
+"""``scriptorium eval``: the dev set asked through a running team.
 
 What a run does, in order:
 
@@ -8,61 +8,37 @@ What a run does, in order:
    articles plus seeded distractors) into collection ``eval`` through the retriever over A2A,
    in batches under the request size limit (idempotent: a second run adds nothing);
 3. ask every question through the orchestrator (skill ``answer``), a few at a time;
-4. probe the critic with planted errors: in each answerable question's gold passage, the
-   sentence that holds a gold answer is corrupted with the critic's own training generators
-   (:class:`agents.critic.training.Editor`) and sent, alone, as a draft citing that passage;
-5. score: retrieval, answers, citations, abstention, the critic, per round and final.
-
-The scoring functions are pure (they take :class:`~protocol.payloads.Answer` objects), so
-they are tested on hand-built answers; ``docs/evaluation.md`` defines every metric.
+4. probe the critic with planted errors (:mod:`scriptorium.evaluation.probes`);
+5. score (:mod:`scriptorium.evaluation.scoring`) and report
+   (:mod:`scriptorium.evaluation.report`): retrieval, answers, citations, abstention, the
+   critic, per round and final.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agents.retriever.readers import SourceDocument
 from agents.scaffold.peers import Peers
-from protocol.payloads import (
-    Answer,
-    AnswerRequest,
-    Critique,
-    CritiqueRequest,
-    Draft,
-    DraftSentence,
-    IngestReport,
-    Passage,
-)
+from protocol.payloads import AnswerRequest, Critique, IngestReport
 from protocol.settings import CommonSettings
-from protocol.text import render_sentence
-from scriptorium.evaluation.devset import DevQuestion, answer_matches, load_devset
+from scriptorium.evaluation.devset import DevQuestion, load_devset
+from scriptorium.evaluation.probes import Probe, critic_probes, probe_request
+from scriptorium.evaluation.report import Outcome, RunInfo, report, save_outcomes
+from scriptorium.evaluation.scoring import TOP_K, contains_gold, final_view
 
 #: The collection the dev-set corpus is ingested into.
 EVAL_COLLECTION = "eval"
-#: Retrieval is judged on the first round's top passages.
-TOP_K = 5
-#: Planted error types, named after the training generator's negatives they reuse.
-ERROR_TYPES = (
-    "swapped_number",
-    "swapped_entity",
-    "negated",
-    "extra_clause",
-    "other_passage",
-    "wrong_citation",
-)
 #: Longest wait for the next event of a call (an answer's rounds on a busy CPU).
 TIMEOUT_S = 900.0
 
@@ -70,363 +46,21 @@ Progress = Callable[[str], None]
 
 
 def _stderr(line: str) -> None:
+    """The default progress: a line on standard error."""
     print(line, file=sys.stderr, flush=True)
 
 
-# --- What is scored -----------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
-class ScoredSentence:
-    """One sentence as the user would see it: which documents it cites, what the critic said."""
+class EvalOptions:
+    """The options of ``scriptorium eval``."""
 
-    documents: tuple[str, ...]  # document id of each citation, in order
-    supported: bool  # the critic's verdict is "supported"
-    marked: bool  # shown marked as unsupported
-
-
-@dataclass(frozen=True)
-class View:
-    """An answer (final, or the draft after some round) reduced to what the metrics read."""
-
-    text: str
-    sentences: tuple[ScoredSentence, ...]
-    abstained: bool
-    extractive: bool
-    accepted: bool
-
-
-def final_view(answer: Answer) -> View:
-    """The answer the user gets."""
-    return View(
-        text=answer.text,
-        sentences=tuple(
-            ScoredSentence(
-                documents=tuple(c.document_id for c in s.citations),
-                supported=s.verdict == "supported",
-                marked=s.unsupported,
-            )
-            for s in answer.sentences
-        ),
-        abstained=answer.abstained,
-        extractive=answer.extractive,
-        accepted=answer.verdict == "accept",
-    )
-
-
-def round_view(answer: Answer, round_number: int) -> View:
-    """The draft the question had after ``round_number`` (from ``Answer.history``).
-
-    A question accepted in an earlier round keeps its accepted draft; a question with no
-    history (an empty store) is its final answer. Passage numbers of every round index
-    ``Answer.passages``: the loop only appends passages, so numbers stay stable.
-    """
-    history = [r for r in answer.history if r.round <= round_number]
-    if not history:
-        return final_view(answer)
-    record = history[-1]
-    checks = record.critique.sentences if record.critique is not None else []
-    sentences = []
-    for index, sentence in enumerate(record.draft.sentences):
-        check = checks[index] if index < len(checks) else None
-        sentences.append(
-            ScoredSentence(
-                documents=tuple(
-                    answer.passages[n - 1].document_id
-                    for n in sentence.citations
-                    if 1 <= n <= len(answer.passages)
-                ),
-                supported=check is not None and check.verdict == "supported",
-                marked=sentence.unsupported,
-            )
-        )
-    return View(
-        text=record.draft.text,
-        sentences=tuple(sentences),
-        abstained=record.draft.abstained,
-        extractive=record.draft.extractive,
-        accepted=record.critique is not None and record.critique.verdict == "accept",
-    )
-
-
-def contains_gold(view: View, q: DevQuestion) -> bool:
-    """The answer states a gold answer (an abstention never does, whatever it names)."""
-    return not view.abstained and answer_matches(view.text, q)
-
-
-def first_round_passages(answer: Answer, k: int = TOP_K) -> list[Passage]:
-    """The first ``k`` passages of round 1 (the first of ``Answer.passages``)."""
-    found = answer.history[0].passages if answer.history else len(answer.passages)
-    return answer.passages[: min(k, found)]
-
-
-def ratio(part: float, whole: float) -> float | None:
-    """``part / whole`` rounded, or None (JSON null) when there is nothing to divide."""
-    return round(part / whole, 4) if whole else None
-
-
-def answer_metrics(scored: Sequence[tuple[DevQuestion, View]]) -> dict[str, Any]:
-    """The answer metrics over (question, view) pairs; see docs/evaluation.md."""
-    answerable = [(q, v) for q, v in scored if q.kind != "unanswerable"]
-    unanswerable = [v for q, v in scored if q.kind == "unanswerable"]
-    citations = gold_citations = sentences = gold_sentences = 0
-    for q, view in answerable:
-        gold = set(q.gold_documents)
-        for sentence in view.sentences:
-            citations += len(sentence.documents)
-            gold_citations += sum(d in gold for d in sentence.documents)
-            sentences += 1
-            gold_sentences += any(d in gold for d in sentence.documents)
-    every = [s for _, v in scored for s in v.sentences]
-    by_kind: dict[str, float | None] = {}
-    for kind in ("single", "two_doc"):
-        of_kind = [(q, v) for q, v in answerable if q.kind == kind]
-        by_kind[kind] = ratio(sum(contains_gold(v, q) for q, v in of_kind), len(of_kind))
-    return {
-        "questions": len(scored),
-        "answer_contains_gold": ratio(
-            sum(contains_gold(v, q) for q, v in answerable), len(answerable)
-        ),
-        "answer_contains_gold_by_kind": by_kind,
-        "citation_precision": ratio(gold_citations, citations),
-        "citation_recall": ratio(gold_sentences, sentences),
-        "unmarked_unsupported_sentences": sum(not s.supported and not s.marked for s in every),
-        "supported_sentence_rate": ratio(sum(s.supported for s in every), len(every)),
-        "abstained_on_unanswerable": ratio(
-            sum(v.abstained for v in unanswerable), len(unanswerable)
-        ),
-        "false_abstention_rate": ratio(sum(v.abstained for _, v in answerable), len(answerable)),
-        "extractive_rate": ratio(sum(v.extractive for _, v in scored), len(scored)),
-        "accepted_rate": ratio(sum(v.accepted for _, v in scored), len(scored)),
-        "sentences": len(every),
-        "citations": citations,
-    }
-
-
-def retrieval_metrics(answered: Sequence[tuple[DevQuestion, Answer]]) -> dict[str, Any]:
-    """Whether round 1's top passages hold the gold documents (answerable questions)."""
-    hits: dict[str, list[bool]] = {"single": [], "two_doc": []}
-    all_gold: list[bool] = []
-    for q, answer in answered:
-        if q.kind == "unanswerable":
-            continue
-        found = {p.document_id for p in first_round_passages(answer)}
-        hits[q.kind].append(bool(found & set(q.gold_documents)))
-        if q.kind == "two_doc":
-            all_gold.append(set(q.gold_documents) <= found)
-    every = hits["single"] + hits["two_doc"]
-    return {
-        "retrieval_hit_at_5": ratio(sum(every), len(every)),
-        "retrieval_hit_at_5_by_kind": {k: ratio(sum(v), len(v)) for k, v in hits.items()},
-        "retrieval_all_gold_at_5": ratio(sum(all_gold), len(all_gold)),
-    }
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100), linear between closest ranks; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-# --- Critic probes ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One sentence sent alone to the critic, citing one passage."""
-
-    question: DevQuestion
-    kind: str  # an ERROR_TYPES name, "true" (the gold sentence) or "edited" (a light rewrite)
-    claim: str
-    cited: int  # 1-based number in the answer's passages
-    passages: tuple[Passage, ...]
-
-    @property
-    def planted(self) -> bool:
-        return self.kind in ERROR_TYPES
-
-
-def gold_sentence(answer: Answer, q: DevQuestion) -> tuple[int, str] | None:
-    """The first passage sentence of a gold document that holds a gold answer, and its number."""
-    from agents.common.grounding import passage_sentences
-
-    for number, passage in enumerate(answer.passages, start=1):
-        if passage.document_id not in q.gold_documents:
-            continue
-        for sentence in passage_sentences(passage.text):
-            if len(sentence.split()) >= 4 and answer_matches(sentence, q):
-                return number, sentence
-    return None
-
-
-def critic_probes(answer: Answer, q: DevQuestion, seed: int = 0) -> list[Probe]:
-    """Planted errors and true sentences for one answerable question (none if no gold sentence).
-
-    Errors come from the critic's training generators; donors (names, clauses, whole
-    sentences, a wrong passage to cite) come from the answer's non-gold passages.
-    """
-    from agents.common.grounding import passage_sentences
-    from agents.critic.training import Editor
-
-    found = gold_sentence(answer, q)
-    if found is None:
-        return []
-    number, sentence = found
-    passage = answer.passages[number - 1]
-    passages = tuple(answer.passages)
-    editor = Editor(random.Random(f"{seed}:{q.id}"))
-    others = [
-        (n, p)
-        for n, p in enumerate(answer.passages, start=1)
-        if p.document_id not in q.gold_documents
-    ]
-    donor_sentences = [
-        s for _, p in others for s in passage_sentences(p.text) if len(s.split()) >= 4
-    ]
-    claims: dict[str, str | None] = {
-        "swapped_number": editor.swap_number(sentence, passage.text),
-        "swapped_entity": _first(
-            editor.swap_entity(sentence, passage.text, p.text) for _, p in others
-        ),
-        "negated": editor.negate(sentence),
-        "extra_clause": _first(editor.add_clause(sentence, d) for d in donor_sentences[:6]),
-        "other_passage": donor_sentences[0] if donor_sentences else None,
-    }
-    probes = [
-        Probe(q, kind, claim, number, passages)
-        for kind, claim in claims.items()
-        if claim is not None and claim != sentence
-    ]
-    if others:
-        probes.append(Probe(q, "wrong_citation", sentence, others[0][0], passages))
-    siblings = passage_sentences(passage.text)
-    title = str(passage.metadata.get("title") or passage.source.partition(":")[2])
-    edited, _ = editor.edit(sentence, siblings, title)
-    probes.append(Probe(q, "true", sentence, number, passages))
-    probes.append(Probe(q, "edited", edited, number, passages))
-    return probes
-
-
-def _first(candidates: Iterable[str | None]) -> str | None:
-    return next((c for c in candidates if c is not None), None)
-
-
-def probe_request(probe: Probe) -> CritiqueRequest:
-    """The probe as a one-sentence draft for the critic."""
-    sentence = DraftSentence(text=probe.claim, citations=[probe.cited], origin="model")
-    draft = Draft(text=render_sentence(probe.claim, [probe.cited]), sentences=[sentence])
-    return CritiqueRequest(
-        question=probe.question.question, draft=draft, passages=list(probe.passages)
-    )
-
-
-def flagged(critique: Critique, *, sentence_only: bool = False) -> bool:
-    """The critic rejects the draft (verdict revise) or its sentence (not supported)."""
-    sentence_rejected = not critique.sentences or critique.sentences[0].verdict != "supported"
-    return sentence_rejected if sentence_only else sentence_rejected or critique.verdict == "revise"
-
-
-def critic_metrics(results: Sequence[tuple[Probe, Critique | None]]) -> dict[str, Any]:
-    """Recall on planted errors, false rejects of true and lightly edited sentences."""
-    judged = [(p, c) for p, c in results if c is not None]
-
-    def rate(kinds: Iterable[str], *, sentence_only: bool = False) -> float | None:
-        wanted = set(kinds)
-        chosen = [c for p, c in judged if p.kind in wanted]
-        return ratio(sum(flagged(c, sentence_only=sentence_only) for c in chosen), len(chosen))
-
-    counts = Counter(p.kind for p, _ in judged)
-    return {
-        "critic_recall_planted": rate(ERROR_TYPES),
-        "critic_recall_planted_by_type": {
-            kind: {"recall": rate([kind]), "n": counts[kind]} for kind in ERROR_TYPES
-        },
-        "critic_false_reject_rate": rate(["true"]),
-        "critic_false_reject_rate_edited": rate(["edited"]),
-        "critic_sentence_level": {
-            "recall_planted": rate(ERROR_TYPES, sentence_only=True),
-            "false_reject_rate": rate(["true"], sentence_only=True),
-            "false_reject_rate_edited": rate(["edited"], sentence_only=True),
-        },
-        "critic_probes": len(judged),
-        "critic_questions": len({p.question.id for p, _ in judged}),
-        "critic_errors": sum(c is None for _, c in results),
-    }
-
-
-# --- The report -------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """One question asked: its answer, or the error that ended it."""
-
-    question: DevQuestion
-    answer: Answer | None = None
-    error: str | None = None
-    seconds: float = 0.0
-
-
-@dataclass
-class RunInfo:
-    """What the report says about the run itself."""
-
-    options: dict[str, Any] = field(default_factory=dict)
-    ingest: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    log_dir: str | None = None
-
-
-def report(
-    outcomes: Sequence[Outcome],
-    probes: Sequence[tuple[Probe, Critique | None]],
-    rounds: int,
-    info: RunInfo | None = None,
-) -> dict[str, Any]:
-    """Every metric of a run (see docs/evaluation.md for the definitions)."""
-    answered = [(o.question, o.answer) for o in outcomes if o.answer is not None]
-    final = answer_metrics([(q, final_view(a)) for q, a in answered])
-    per_round: dict[str, dict[str, Any]] = {
-        str(r): answer_metrics([(q, round_view(a, r)) for q, a in answered])
-        for r in range(1, rounds + 1)
-    }
-    per_round["final"] = final
-    latencies = [o.seconds for o in outcomes if o.answer is not None]
-    p50 = percentile(latencies, 50)
-    p90 = percentile(latencies, 90)
-    failed = [o for o in outcomes if o.answer is None]
-    result: dict[str, Any] = {
-        "questions": len(outcomes),
-        "questions_by_kind": dict(Counter(o.question.kind for o in outcomes)),
-        "answered": len(answered),
-        "errors": len(failed),
-        "error_details": [{"id": o.question.id, "error": o.error} for o in failed],
-        **retrieval_metrics(answered),
-        **{k: v for k, v in final.items() if k != "questions"},
-        **critic_metrics(probes),
-        "rounds_mean": round(statistics.mean(a.rounds for _, a in answered), 3)
-        if answered
-        else None,
-        "latency_p50_s": round(p50, 2) if p50 is not None else None,
-        "latency_p90_s": round(p90, 2) if p90 is not None else None,
-        "per_round": per_round,
-    }
-    if info is not None:
-        result.update(
-            options=info.options,
-            ingest=info.ingest,
-            seconds=round(info.seconds, 1),
-            log_dir=info.log_dir,
-        )
-    return result
-
-
-# --- Running it -------------------------------------------------------------------------------
+    limit: int | None = None
+    concurrency: int = 2
+    rounds: int = 3
+    registry_url: str | None = None
+    structured: bool = False
+    seed: int = 0
+    save_answers: Path | None = None
 
 
 def select(devset: Sequence[DevQuestion], limit: int | None) -> list[DevQuestion]:
@@ -562,20 +196,19 @@ def _summary(outcome: Outcome) -> str:
 async def probe_critic(
     outcomes: Sequence[Outcome],
     peers: Peers,
-    *,
-    concurrency: int,
-    seed: int = 0,
+    options: EvalOptions,
     progress: Progress = _stderr,
 ) -> list[tuple[Probe, Critique | None]]:
-    """Send every probe of every answered, answerable question to the critic over A2A."""
+    """Send every probe of every answered, answerable question to the critic over A2A
+    (``options.concurrency`` at once, probes seeded with ``options.seed``)."""
     probes = [
         probe
         for o in outcomes
         if o.answer is not None and o.question.kind != "unanswerable"
-        for probe in critic_probes(o.answer, o.question, seed)
+        for probe in critic_probes(o.answer, o.question, options.seed)
     ]
     progress(f"critic: {len(probes)} probes from {len({p.question.id for p in probes})} questions")
-    gate = asyncio.Semaphore(max(1, concurrency))
+    gate = asyncio.Semaphore(max(1, options.concurrency))
 
     async def one(probe: Probe) -> tuple[Probe, Critique | None]:
         async with gate:
@@ -589,36 +222,9 @@ async def probe_critic(
     return list(await asyncio.gather(*(one(p) for p in probes)))
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """The options of ``scriptorium eval``."""
-
-    limit: int | None = None
-    concurrency: int = 2
-    rounds: int = 3
-    registry_url: str | None = None
-    structured: bool = False
-    seed: int = 0
-    save_answers: Path | None = None
-
-
-def save_outcomes(outcomes: Sequence[Outcome], path: Path) -> None:
-    """One JSON line per question: its id, kind, seconds, and the answer or the error."""
-    with path.open("w", encoding="utf-8") as file:
-        for o in outcomes:
-            record = {
-                "id": o.question.id,
-                "kind": o.question.kind,
-                "seconds": round(o.seconds, 2),
-                "error": o.error,
-                "answer": o.answer.model_dump(mode="json") if o.answer is not None else None,
-            }
-            file.write(json.dumps(record) + "\n")
-
-
 def critic_model() -> dict[str, Any]:
     """When the critic's grounding model in the model cache was trained, and its threshold."""
-    from agents.common.grounding import model_dir, read_manifest
+    from agents.common.grounding.model import model_dir, read_manifest
     from agents.scaffold.settings import AgentSettings
 
     manifest = read_manifest(model_dir(AgentSettings().resolved_model_cache_dir)) or {}
@@ -675,45 +281,6 @@ async def evaluate(options: EvalOptions, progress: Progress = _stderr) -> dict[s
         )
         if options.save_answers is not None:
             await asyncio.to_thread(save_outcomes, outcomes, options.save_answers)
-        probes = await probe_critic(
-            outcomes,
-            peers,
-            concurrency=options.concurrency,
-            seed=options.seed,
-            progress=progress,
-        )
+        probes = await probe_critic(outcomes, peers, options, progress)
     info.seconds = time.perf_counter() - started
     return report(outcomes, probes, options.rounds, info)
-
-
-def render(result: dict[str, Any], console: Any) -> None:
-    """The headline figures and the per-round table (Rich)."""
-    from rich.table import Table
-
-    def show(value: Any) -> str:
-        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    headline = Table(title="evaluation", expand=False)
-    headline.add_column("metric")
-    headline.add_column("value", justify="right")
-    for key, value in result.items():
-        if not isinstance(value, dict | list):
-            headline.add_row(key, show(value))
-    console.print(headline)
-    rounds = Table(title="per round (the draft each question had after round r)", expand=False)
-    columns = [
-        "answer_contains_gold",
-        "citation_precision",
-        "citation_recall",
-        "supported_sentence_rate",
-        "accepted_rate",
-        "false_abstention_rate",
-        "abstained_on_unanswerable",
-        "extractive_rate",
-    ]
-    rounds.add_column("round")
-    for column in columns:
-        rounds.add_column(column.replace("_", " "), justify="right")
-    for name, metrics in result["per_round"].items():
-        rounds.add_row(name, *(show(metrics[c]) for c in columns))
-    console.print(rounds)

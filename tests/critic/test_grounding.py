@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agents.common.embedding import Vectors
-from agents.common.grounding import FEATURES, Grounder, GroundingModelMissing
+from agents.common.grounding.features import FEATURES
+from agents.common.grounding.grounder import Grounder
+from agents.common.grounding.model import GroundingModelMissing, model_dir
 from agents.common.settings import EmbeddingSettings
-from agents.critic.training import (
-    NEGATIVE_KINDS,
-    POSITIVE_KINDS,
-    Document,
-    digest,
-    generate_examples,
-    model_path,
-    train,
-)
+from agents.critic.training.corpus import Document
+from agents.critic.training.errors import NEGATIVE_KINDS
+from agents.critic.training.examples import digest, generate_examples
+from agents.critic.training.rewrites import POSITIVE_KINDS
+from agents.critic.training.train import train
 from protocol.text import split_sentences
 
 RHINE = (
@@ -153,7 +152,7 @@ def _documents() -> list[Document]:
 
 
 def test_the_labelled_set_is_reproducible(grounder: Grounder) -> None:
-    def embed(texts: list[str] | tuple[str, ...]) -> Vectors:
+    def embed(texts: Sequence[str]) -> Vectors:
         found = grounder.featurizer.cache.lookup(texts)
         return np.stack([found[t] for t in texts])
 
@@ -175,7 +174,7 @@ def test_training_is_idempotent(settings: EmbeddingSettings, grounder: Grounder)
     report = train(settings)
     assert report.cached
     assert time.perf_counter() - started < 5
-    assert report.path == model_path(settings.resolved_model_cache_dir)
+    assert report.path == model_dir(settings.resolved_model_cache_dir)
     assert report.threshold == pytest.approx(grounder.threshold)
     assert set(report.importances) == set(FEATURES)
     assert 0.0 < report.metrics["f1"] <= 1.0

@@ -9,10 +9,11 @@ import pytest
 import redis as sync_redis
 
 from agents.common.embedding import Embedder, Vectors
-from agents.common.grounding import Grounder, model_dir
+from agents.common.grounding.grounder import Grounder
+from agents.common.grounding.model import model_dir
 from agents.common.settings import EmbeddingSettings
 from agents.common.vectors import SharedVectors
-from agents.critic.training import train
+from agents.critic.training.train import train
 from registry.keys import RedisKeys
 
 PASSAGES = [

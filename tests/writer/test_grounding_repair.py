@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from agents.common.grounding import Grounder
+from agents.common.grounding.grounder import Grounder
 from agents.common.settings import EmbeddingSettings
-from agents.critic.training import train
+from agents.critic.training.train import train
 from agents.writer.grounding import Grounded, ground, is_abstention, parse_output
 from agents.writer.prompt import REMOVED, draft_messages, sanitize
 from protocol.payloads import Passage
