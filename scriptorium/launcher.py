@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -37,6 +38,8 @@ from scriptorium.valkey import start_valkey
 log = logging.getLogger(__name__)
 
 
+#: How long ``scriptorium up`` and ``demo`` wait for every agent to be healthy (vLLM loads).
+STACK_START_TIMEOUT_S = 600
 #: The file in the data dir where a stack writes the token it generated (owner-only).
 TOKEN_FILE = "stack-token"  # noqa: S105 (a file name, not a secret)
 
@@ -54,10 +57,14 @@ def load_agent(name: str, settings: AgentSettings) -> AgentParts:
     return parts
 
 
-def run_agent(name: str, port: int, *, grpc_port: int | None = None) -> None:
-    """Serve one agent (HTTP and gRPC on ``port``, gRPC apart on ``grpc_port`` or the
-    setting when given) in this process until interrupted."""
-    settings = AgentSettings() if grpc_port is None else AgentSettings(grpc_port=grpc_port)
+def run_agent(name: str, port: int, settings: AgentSettings | None = None) -> None:
+    """Serve one agent on ``port`` (gRPC too, unless ``settings.grpc_port`` sets it apart)
+    in this process until interrupted.
+
+    ``settings`` (default: read from the environment) may be the agent's own class, e.g.
+    ``InferenceSettings(model=...)``: the fields set in it win over the environment.
+    """
+    settings = AgentSettings() if settings is None else settings
     _refuse_without_credentials(settings)
     asyncio.run(serve_agent(load_agent(name, settings), settings, port=port))
 
@@ -78,6 +85,26 @@ def _refuse_without_credentials(settings: CommonSettings) -> None:
     except AuthConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def interrupt_on_signals() -> None:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt, whatever this process inherited.
+
+    A shell starts background jobs with SIGINT ignored, and Python then installs no handler
+    of its own: without this, ``scriptorium up &`` would not stop on SIGINT.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_interrupt)
+
+
+def ignore_signals() -> None:
+    """Let a stop that has begun finish: a second Ctrl-C must not leave processes behind."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def auth_env(settings: CommonSettings) -> dict[str, str]:

@@ -150,3 +150,33 @@ def test_agents_command_reads_the_discovery_endpoint(stack: Stack) -> None:
     assert down.returncode == 1
     assert "no Scriptorium stack answers at http://127.0.0.1:9" in down.stderr
     assert "scriptorium up" in down.stderr
+
+
+def test_agent_options_are_passed_as_settings_not_written_to_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from agents.inference.settings import InferenceSettings
+    from agents.scaffold.settings import AgentSettings
+    from scriptorium import cli
+
+    served: list[tuple[str, int, AgentSettings | None]] = []
+    monkeypatch.setattr(cli, "run_agent", lambda *args: served.append(args))
+    for name in ("SCRIPTORIUM_MODEL", "SCRIPTORIUM_INFERENCE_URL", "INFERENCE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    command = ["agent", "inference", "--port", "9", "--grpc-port", "0", "--model", "some-model"]
+    done = runner.invoke(cli.app, [*command, "--inference-url", "http://127.0.0.1:9/v1"])
+    assert done.exit_code == 0, done.output
+    [(name, port, settings)] = served
+    assert (name, port) == ("inference", 9)
+    assert isinstance(settings, InferenceSettings)
+    assert (settings.model, settings.inference_url) == ("some-model", "http://127.0.0.1:9/v1")
+    assert settings.grpc_port == 0
+    assert "SCRIPTORIUM_MODEL" not in os.environ
+    assert "SCRIPTORIUM_INFERENCE_URL" not in os.environ
+
+    refused = runner.invoke(cli.app, ["agent", "writer", "--model", "some-model"])
+    assert refused.exit_code == 2
+    assert "apply to the inference agent only" in refused.output

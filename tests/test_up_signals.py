@@ -18,7 +18,7 @@ import psutil
 import pytest
 from rich.console import Console
 
-from scriptorium.cli import agents_table
+from scriptorium.agents_view import agents_table
 from scriptorium.testing import wait_for
 from tests.conftest import RestartableValkey
 from tests.test_stack import _free_base_port
@@ -100,8 +100,8 @@ async def test_fault_up_keeps_running_and_shows_a_valkey_outage(
         )
     said = lambda: output.read_text(errors="replace")  # noqa: E731
     try:
-        await wait_for(
-            lambda: up.poll() is not None or _healthy(registry, "retriever"),
+        await wait_for(  # `up` itself has seen the stack healthy and is watching it
+            lambda: up.poll() is not None or "healthy; watching the registry" in said(),
             90,
             "the retriever did not come up",
         )

@@ -1,77 +1,66 @@
 """Benchmarks: ``scriptorium bench NAME`` runs one and prints its JSON as the last line.
 
-Each module exposes ``async def run() -> dict``. A benchmark measures the things it compares
-side by side in one run, because the machines are shared and noisy; ratios are the figures
-to trust. ``scriptorium bench --help`` lists every entry of :data:`BENCHMARKS` with
-:func:`describe`: its summary, or the first line of its module's docstring.
+Each benchmark module exposes ``async def run(...) -> dict``. A benchmark measures the things
+it compares side by side in one run, because the machines are shared and noisy; ratios are
+the figures to trust. :data:`BENCHMARKS` is the one list: ``scriptorium bench`` runs its
+entries, and ``scriptorium bench --help`` shows each with its summary.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
-import importlib.util
-import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-Benchmark = Callable[..., Awaitable[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)
-class LazyBenchmark:
+class Benchmark:
     """A benchmark module's ``run``, imported only when the benchmark runs."""
 
     module: str
-    summary: str = ""
+    #: One line on what it measures (``scriptorium bench --help``).
+    summary: str
     #: Keyword arguments its ``run`` takes (``scriptorium bench`` options of the same name).
     options: tuple[str, ...] = ()
 
-    async def __call__(self, **options: Any) -> Mapping[str, Any]:
+    async def run(self, **options: Any) -> Mapping[str, Any]:
+        """Import the module and run it with ``options``."""
         result: Mapping[str, Any] = await importlib.import_module(self.module).run(**options)
         return result
 
-
-def _lazy(module: str, summary: str = "", options: tuple[str, ...] = ()) -> LazyBenchmark:
-    """The module's ``run``, imported only when the benchmark runs."""
-    return LazyBenchmark(module, summary, options)
-
-
-def options_of(name: str) -> tuple[str, ...]:
-    """The options benchmark ``name`` takes (keyword arguments of its ``run``)."""
-    benchmark = BENCHMARKS[name]
-    return benchmark.options if isinstance(benchmark, LazyBenchmark) else ()
+    def refused(self, options: Mapping[str, object]) -> list[str]:
+        """The names in ``options`` this benchmark does not take, sorted."""
+        return sorted(set(options) - set(self.options))
 
 
-#: Benchmark name (``scriptorium bench <name>``) -> its ``run`` coroutine function.
+#: Benchmark name (``scriptorium bench <name>``) -> its module, summary and options.
 BENCHMARKS: dict[str, Benchmark] = {
-    "registry": _lazy(
+    "registry": Benchmark(
         "scriptorium.bench.registry",
         "discovery and session negotiation latency on an embedded Valkey",
     ),
-    "a2a-hop": _lazy(
+    "a2a-hop": Benchmark(
         "scriptorium.bench.a2a_hop",
         "one A2A SendMessage round trip: plain HTTP, the bare a2a-sdk, our scaffold",
     ),
-    "retrieval": _lazy(
+    "retrieval": Benchmark(
         "scriptorium.bench.retrieval",
         "ingestion throughput, query latency and retrieval quality on 10k Wikipedia leads",
     ),
-    "inference": _lazy(
+    "inference": Benchmark(
         "scriptorium.bench.inference",
         "completion tokens/s through the A2A inference agent against raw vLLM",
     ),
-    "streams": _lazy(
+    "streams": Benchmark(
         "scriptorium.bench.streams",
         "resumable Redis-backed event streams against the SDK in memory; resume; faults; gRPC",
     ),
-    "e2e": _lazy(
+    "e2e": Benchmark(
         "scriptorium.bench.e2e",
         "whole answers through the team (retrieve, write, critique) at 1, 4 and 8 in flight",
     ),
-    "load": _lazy(
+    "load": Benchmark(
         "scriptorium.bench.load",
         "500 answers at 16 in flight: error rate, latency, Redis keys before and after",
         options=("questions", "concurrency", "registry_url"),
@@ -79,22 +68,7 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
-def describe(name: str) -> str:
-    """One line on what benchmark ``name`` measures (read without importing its module)."""
-    benchmark = BENCHMARKS[name]
-    if isinstance(benchmark, LazyBenchmark):
-        return benchmark.summary or _docstring_line(benchmark.module)
-    return _first_line(benchmark.__doc__ or "")
-
-
-def _docstring_line(module: str) -> str:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        return ""
-    source = Path(spec.origin).read_text(encoding="utf-8")
-    return _first_line(ast.get_docstring(ast.parse(source)) or "")
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return re.sub(r"^``scriptorium bench [\w-]+``:\s*", "", line).rstrip(".")
+def help_text() -> str:
+    """What ``scriptorium bench --help`` says: every benchmark with its summary."""
+    listed = "\n\n".join(f"* {name}: {entry.summary}" for name, entry in BENCHMARKS.items())
+    return f"Run a benchmark; the last line printed is one JSON object.\n\n{listed}"

@@ -6,6 +6,7 @@ One stack (registry + retriever, real processes) serves the module. Requests are
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -21,11 +22,13 @@ import pytest
 from google.protobuf import json_format
 from typer.testing import CliRunner
 
+import scriptorium.bench
 from agents.retriever.store.lancedb import LanceStore
 from protocol.client import skill_message
 from protocol.payloads import IngestRequest
-from scriptorium.bench import BENCHMARKS, describe
-from scriptorium.cli import _ingest_batches, app
+from scriptorium.bench import BENCHMARKS
+from scriptorium.cli import app
+from scriptorium.ingest import file_batches
 from scriptorium.launcher import Stack, free_port
 from scriptorium.testing import StackFactory
 
@@ -121,7 +124,7 @@ def test_ingest_and_search_go_through_the_stack(cli: Callable[..., Any], tmp_pat
 
 def test_batches_stay_under_the_limit_and_count_whole_files(tmp_path: Path) -> None:
     corpus = _corpus(tmp_path / "corpus")
-    batches = list(_ingest_batches([corpus], root=tmp_path, max_bytes=LIMIT))
+    batches = list(file_batches([corpus], root=tmp_path, max_bytes=LIMIT))
     for batch in batches:
         request = skill_message("ingest", IngestRequest(documents=batch.documents))
         envelope = {
@@ -208,9 +211,30 @@ def test_a_stack_that_is_not_running_is_one_clear_error(
 def test_bench_help_lists_every_benchmark() -> None:
     result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for name in BENCHMARKS:
-        assert describe(name)
-        assert f"{name}: {describe(name)}" in result.output
+    for name, benchmark in BENCHMARKS.items():
+        assert benchmark.summary
+        assert f"{name}: {benchmark.summary}" in result.output
+
+
+def test_every_benchmark_module_is_registered_with_the_options_its_run_takes() -> None:
+    """A module of ``scriptorium/bench`` with a ``run`` is a benchmark: it must be listed
+    (and so shown by ``bench --help``); read from the source, nothing imported."""
+    folder = Path(scriptorium.bench.__file__).parent
+    runs = {}
+    for path in folder.glob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.AsyncFunctionDef) and node.name == "run":
+                arguments = [*node.args.args, *node.args.kwonlyargs]
+                runs[f"scriptorium.bench.{path.stem}"] = {a.arg for a in arguments}
+    assert sorted(runs) == sorted(b.module for b in BENCHMARKS.values())
+    for benchmark in BENCHMARKS.values():
+        assert set(benchmark.options) <= runs[benchmark.module], benchmark.module
+
+
+def test_bench_refuses_an_option_the_benchmark_does_not_take() -> None:
+    result = CliRunner().invoke(app, ["bench", "registry", "--questions", "3"])
+    assert result.exit_code == 2
+    assert "takes no --questions" in result.output
 
 
 def _wait_for(condition: Callable[[], bool], *, timeout_s: float) -> None:
