@@ -23,8 +23,7 @@ from scriptorium.ask import ANSWER_TIMEOUT_S, ask
 from scriptorium.corpora import DEMO_QUESTIONS
 from scriptorium.faults import DroppingTransport
 from scriptorium.launcher import Stack
-from scriptorium.testing import wait_for
-from tests.test_answer import corpus, ingest
+from scriptorium.testing import corpus, ingest, wait_for
 
 pytestmark = pytest.mark.slow
 DROPS = 100

@@ -52,10 +52,10 @@ from protocol.signing import (
     write_key_pair,
 )
 from registry.api import create_app
+from registry.directory import Registry
 from registry.errors import InstanceConflict, UntrustedCard
 from registry.keys import RedisKeys
 from registry.records import AgentRecord, AgentState
-from registry.registry import Registry
 from registry.settings import RegistrySettings
 from scriptorium.testing import running_agent, wait_for
 

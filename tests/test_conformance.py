@@ -86,8 +86,8 @@ from protocol.cards import (
     validate_card,
 )
 from protocol.client import TRANSPORTS, http_client, open_client, skill_message, task_data
+from registry.directory import Registry
 from registry.keys import RedisKeys
-from registry.registry import Registry
 from registry.settings import RegistrySettings
 from scriptorium.launcher import free_port
 from scriptorium.testing import running_agent, serve_app, wait_for

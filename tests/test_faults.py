@@ -32,9 +32,8 @@ from registry.settings import RegistrySettings
 from scriptorium.ask import ANSWER_TIMEOUT_S, ask
 from scriptorium.corpora import DEMO_QUESTIONS
 from scriptorium.launcher import Stack
-from scriptorium.testing import StackFactory, wait_for
+from scriptorium.testing import StackFactory, corpus, ingest, wait_for
 from tests.conftest import AppendOnlyValkey, RestartableValkey
-from tests.test_answer import corpus, ingest
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +119,9 @@ async def test_fault_valkey_restart_with_append_only_keeps_registrations_session
                 lambda: all(_healthz(url) == 503 for url in urls), 10, "agents saw Valkey go"
             )
             # The outage outlasts the heartbeat TTL: every record is stale when Valkey returns,
-            # so only heartbeats sent after the restart can make the agents healthy again.
+            # so only heartbeats sent after the restart can make the agents healthy again. The
+            # sleep is the scenario (an outage this long), not a wait for a condition: what it
+            # sets up is checked below (a heartbeat at or after back_ms).
             await asyncio.sleep(HEARTBEAT_TTL_S)
             back_ms = int(time.time() * 1000)
             await asyncio.to_thread(aof_valkey.start)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from agents.scaffold.app import AgentParts
 from agents.scaffold.executor import SkillCall
 from agents.scaffold.settings import AgentSettings
-from agents.scaffold.task_store import RedisTaskStore
+from agents.scaffold.tasks.store import RedisTaskStore
 from protocol.cards import JSONRPC_PATH, REST_PATH, CardSpec, Skill
 from protocol.client import A2A_VERSION_HEADER, call_skill, open_client, skill_message, task_data
 from protocol.errors import AgentBusyError

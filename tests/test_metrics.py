@@ -21,8 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from protocol.settings import AGENT_NAMES
 from scriptorium.corpora import DEMO_QUESTIONS
 from scriptorium.launcher import Stack
-from scriptorium.testing import wait_for
-from tests.test_answer import answer, corpus, ingest
+from scriptorium.testing import answer, corpus, ingest, wait_for
 
 pytestmark = pytest.mark.slow
 DASHBOARD = Path(__file__).parents[1] / "compose" / "grafana" / "scriptorium.json"

@@ -22,8 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
+from protocol.extras import extra
+
+with extra("retrieval", feature="embedding text"):
+    import numpy as np
+    import numpy.typing as npt
 
 from agents.common.embedding_model import (
     FP32_FILE,
@@ -143,7 +146,8 @@ class TorchEmbedder(_PromptedEncoder):
         model_dir = check_model_dir(model_dir) if model_dir else default_model_dir()
         info = ModelInfo.read(model_dir)
         hide_broken_torch_extras()
-        from sentence_transformers import SentenceTransformer
+        with extra("retrieval", feature="the torch embedding backend"):
+            from sentence_transformers import SentenceTransformer
 
         self.model: SentenceTransformer = SentenceTransformer(str(model_dir), device="cpu")
         self.model.max_seq_length = min(max_seq_length, info.max_positions)
@@ -181,8 +185,9 @@ class OnnxEmbedder(_PromptedEncoder):
         threads: int | None = None,
     ) -> None:
         """Load a folder made by :func:`prepare_onnx`."""
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        with extra("retrieval", feature="the ONNX embedding backend"):
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
 
         path = onnx_dir / (INT8_FILE if quantized else FP32_FILE)
         if not path.is_file() or not (onnx_dir / MANIFEST).is_file():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import logging
 import shutil
@@ -36,6 +35,7 @@ from agents.common.embedding_model import (
     check_model_dir,
     hide_broken_torch_extras,
 )
+from protocol.extras import extra, require
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,11 @@ def prepare_onnx(
         if progress is not None:
             progress(message)
 
-    if importlib.util.find_spec("onnx") is None:
-        raise EmbeddingError(
-            "exporting to ONNX needs the `onnx` package: `pip install onnx` (part of the "
-            "retrieval extra), or use backend='torch'"
-        )
+    require(
+        "retrieval",
+        feature="exporting the embedding model to ONNX",
+        modules=("onnx", "torch", "transformers"),
+    )
     started = time.perf_counter()
 
     def build(work: Path, scratch: Path) -> dict[str, Any]:
@@ -153,8 +153,9 @@ def _export(model_dir: Path, path: Path) -> list[str]:
     import warnings
 
     hide_broken_torch_extras()
-    import torch
-    from transformers import AutoModel
+    with extra("retrieval", feature="exporting the embedding model to ONNX"):
+        import torch
+        from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
     model.eval()
@@ -203,7 +204,8 @@ class _QuietQuantizer(logging.Filter):
 
 
 def _quantize(source: Path, target: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with extra("retrieval", feature="quantizing the ONNX embedding model"):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quiet = _QuietQuantizer()
     logging.getLogger().addFilter(quiet)  # only affects records logged on the root logger

@@ -13,9 +13,13 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import redis as sync_redis
 from redis.exceptions import RedisError
+
+from protocol.extras import extra
+
+with extra("retrieval", feature="sharing embeddings between agents"):
+    import numpy as np
 
 from agents.common.embedding import Vectors
 from agents.scaffold.keys import RedisKeys

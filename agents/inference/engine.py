@@ -30,6 +30,7 @@ from agents.inference import metrics
 from agents.inference.model import resolve
 from agents.inference.settings import InferenceSettings
 from agents.inference.upstream import Upstream, UpstreamError
+from protocol.extras import require
 from protocol.process import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ class ManagedEngine:
 
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
-        # Raises ModelError (with how to fix it) before anything starts.
+        # Raise MissingExtra or ModelError (with how to fix it) before anything starts.
+        require("cpu", "gpu", feature="the managed vLLM engine", modules=("vllm",))
         self.model_path = resolve(settings.model, settings.resolved_model_cache_dir)
         self.socket_path = str(
             Path(tempfile.gettempdir()) / f"scriptorium-vllm-{os.getpid()}-{secrets.token_hex(3)}"

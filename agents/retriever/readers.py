@@ -17,6 +17,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from protocol.extras import extra
+
 SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl")
 PART_CHARS = 1_000_000
 
@@ -197,7 +199,8 @@ def _read_jsonl(path: Path, doc_id: str) -> Iterator[Item]:
 
 
 def _pdf_text(path: Path) -> str:
-    from pypdf import PdfReader
+    with extra("retrieval", feature="reading PDF files"):
+        from pypdf import PdfReader
 
     reader = PdfReader(path)
     pages = [(page.extract_text() or "").strip() for page in reader.pages]

@@ -22,7 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from protocol.extras import extra
+
+with extra("retrieval", feature="the retrieval benchmark"):
+    import numpy as np
 
 from agents.common.embedding import compare, load_embedder
 from agents.retriever.chunking import ChunkingConfig, chunk_text

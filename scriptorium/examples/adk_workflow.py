@@ -41,7 +41,9 @@ from a2a.helpers import get_data_parts, new_data_part
 from a2a.types import AgentCard, Part
 from pydantic import ValidationError
 
-try:
+from protocol.extras import extra
+
+with extra("adk", feature="the ADK example"):
     from google.adk.a2a.converters.part_converter import (
         GenAIPartToA2APartConverter,
         convert_genai_part_to_a2a_part,
@@ -53,8 +55,6 @@ try:
     from google.adk.runners import Runner
     from google.adk.sessions import InMemorySessionService
     from google.genai import types
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("the ADK example needs google-adk: pip install 'scriptorium[adk]'") from exc
 
 from protocol.cards import CARD_PATH, SKILL_METADATA_KEY, CardError, card_from_dict
 from protocol.client import http_client

@@ -22,7 +22,7 @@ from protocol.client import task_data as data_of
 from protocol.payloads import Generation
 from registry.keys import RedisKeys
 from scriptorium.launcher import Stack, free_port
-from scriptorium.testing import running_agent
+from scriptorium.testing import metric_value, running_agent
 
 VLLM_FAMILIES = (
     "vllm:num_requests_running",
@@ -39,7 +39,7 @@ def test_metrics_relay_vllm_beside_the_agents_own(agent_url: str) -> None:
     for name in VLLM_FAMILIES:
         assert name in families, f"{name} missing from /metrics"
     assert "scriptorium_agent_tasks_in_flight" in families
-    assert "scriptorium_inference_engine_up" in families
+    assert metric_value(text, "scriptorium_inference_engine_up") == 1, "the engine is serving"
     assert text.count("# TYPE process_cpu_seconds_total") == 1
 
 

@@ -15,7 +15,8 @@ from a2a.types import CancelTaskRequest, GetTaskRequest, TaskState
 from protocol.client import SkillFailed, call_skill, http_client, open_client, skill_message
 from protocol.client import task_data as data_of
 from protocol.payloads import ChatMessage, GenerateRequest, Generation
-from tests.inference.conftest import MODEL, gauge, wait_for
+from scriptorium.testing import wait_for
+from tests.inference.conftest import MODEL, gauge
 
 QUESTION = [ChatMessage(role="user", content="Name three colours.")]
 
@@ -74,23 +75,17 @@ async def test_a_non_streaming_client_gets_the_completed_task(agent_url: str) ->
 
 
 async def test_concurrent_tasks_share_one_engine_batch(client: Client, agent_url: str) -> None:
-    running_seen = 0.0
-
-    async def watch() -> None:
-        nonlocal running_seen
-        while True:
-            value = await asyncio.to_thread(gauge, agent_url, "vllm:num_requests_running")
-            running_seen = max(running_seen, value)
-            await asyncio.sleep(0.05)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        tasks = await asyncio.gather(
-            *(call_skill(client, "generate", _request(160)) for _ in range(2))
+    both = asyncio.gather(*(call_skill(client, "generate", _request(160)) for _ in range(2)))
+    try:  # the two generations take seconds: the engine runs both at some point of them
+        await wait_for(
+            lambda: gauge(agent_url, "vllm:num_requests_running") == 2,
+            30,
+            "the two tasks in the engine's batch together",
         )
-    finally:
-        watcher.cancel()
-    assert running_seen == 2, "the two tasks were not in the engine's batch together"
+    except BaseException:
+        both.cancel()
+        raise
+    tasks = await both
     for task in tasks:
         assert Generation.model_validate(data_of(task)[-1]).usage.completion_tokens == 160
 
@@ -164,12 +159,13 @@ async def test_a_stream_client_that_disconnects_does_not_lose_the_task(agent_url
     assert task_id
     async with http_client(request_timeout_s=60) as http:
         client = await open_client(agent_url, http)
-        for _ in range(100):
+
+        async def completed() -> bool:
             task = await client.get_task(GetTaskRequest(id=task_id))
-            if task.status.state == TaskState.TASK_STATE_COMPLETED:
-                break
-            await asyncio.sleep(0.1)
-        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            return task.status.state == TaskState.TASK_STATE_COMPLETED
+
+        await wait_for(completed, 30, "the task completed without its stream client")
+        task = await client.get_task(GetTaskRequest(id=task_id))
         assert Generation.model_validate(data_of(task)[-1]).usage.completion_tokens == 64
         again = await call_skill(client, "generate", _request(4))
         assert Generation.model_validate(data_of(again)[-1]).usage.completion_tokens == 4

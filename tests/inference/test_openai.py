@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.inference.conftest import MODEL, gauge, wait_for
+from scriptorium.testing import wait_for
+from tests.inference.conftest import MODEL, gauge
 
 MESSAGES = [{"role": "user", "content": "What is a library?"}]
 

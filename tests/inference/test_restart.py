@@ -15,7 +15,8 @@ from a2a.types import TaskState
 from protocol.client import SkillFailed, call_skill, http_client, open_client
 from protocol.client import task_data as data_of
 from protocol.payloads import Generation
-from tests.inference.conftest import gauge, wait_for
+from scriptorium.testing import wait_for
+from tests.inference.conftest import gauge
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +12,16 @@ import pytest
 from a2a.client import Client
 from a2a.helpers import get_data_parts
 from a2a.types import CancelTaskRequest, StreamResponse, Task, TaskState
+from prometheus_client import generate_latest
 
 from agents.retriever.agent import parts
 from agents.retriever.chunking import chunk_text
 from agents.retriever.settings import RetrieverSettings
+from agents.retriever.store.base import Chunk, UpsertReport
 from agents.retriever.store.lancedb import LanceStore
 from protocol.client import SkillFailed, call_skill, open_client, skill_message, task_data
 from protocol.payloads import IngestReport, IngestRequest, SearchRequest, SearchResult
-from scriptorium.testing import running_agent
+from scriptorium.testing import metric_value, running_agent, wait_for
 
 
 @pytest.fixture
@@ -130,28 +132,63 @@ async def _search(client: Client, payload: dict[str, object]) -> tuple[list[Any]
     return task_data(task), notes
 
 
-async def test_ingest_can_be_canceled(client: Client, settings: RetrieverSettings) -> None:
+async def test_ingest_can_be_canceled(
+    client: Client, settings: RetrieverSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel stops the handler at a point the test controls: the first batch is written,
+    the second is held at the store's door; after the cancel the handler has ended, the held
+    write was cancelled and never reached the store, and nothing else was written."""
     documents = [
         {"text": " ".join(f"Sentence {j} of document {i}." for j in range(300)), "source": f"d{i}"}
         for i in range(60)
     ]
+    per_document = len(chunk_text(documents[0]["text"]))
+    replace = LanceStore.replace_documents
+    writes: list[str] = []
+    held = asyncio.Event()
+
+    async def first_write_only(
+        store: LanceStore, collection: str, chunks: Mapping[str, Sequence[Chunk]]
+    ) -> UpsertReport:
+        if not writes:
+            writes.append("written")
+            return await replace(store, collection, chunks)
+        writes.append("held")
+        held.set()
+        try:
+            await asyncio.Event().wait()  # never set: only a cancel ends this write
+        except asyncio.CancelledError:
+            writes[-1] = "canceled"
+            raise
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(LanceStore, "replace_documents", first_write_only)
+    before = canceled_ingests()
     task_id = ""
     async for event in client.send_message(skill_message("ingest", {"documents": documents})):
         if event.HasField("task"):
             task_id = event.task.id
-        if event.HasField("status_update") and "chunks" in str(event.status_update):
             break
     assert task_id
-    canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
-    assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+    await asyncio.wait_for(held.wait(), 120)
     store = LanceStore(settings.resolved_lancedb_dir, dim=384)
     stored = await store.count("default")
-    await asyncio.sleep(1.5)
+    assert 0 < stored < len(documents) * per_document
+
+    canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
+    assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+    await wait_for(lambda: canceled_ingests() > before, 30, "the ingest handler ended canceled")
+    assert writes == ["written", "canceled"], "a write started after the cancel"
     assert await store.count("default") == stored, "ingestion went on after the cancel"
-    expected = len(documents) * len(chunk_text(documents[0]["text"]))
-    assert stored < expected
     hashes = await store.document_hashes("default", [d["source"] for d in documents])
+    assert len(hashes) * per_document == stored
     for doc_id in hashes:  # whatever was written is whole
-        assert await store.count("default", document_id=doc_id) == len(
-            chunk_text(documents[0]["text"])
-        )
+        assert await store.count("default", document_id=doc_id) == per_document
+
+
+def canceled_ingests() -> float:
+    """Ingest tasks whose handler has ended canceled (counted as the executor unwinds it)."""
+    exposition = generate_latest().decode()
+    return metric_value(
+        exposition, "scriptorium_agent_tasks_total", skill="ingest", outcome="canceled"
+    )

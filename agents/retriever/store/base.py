@@ -20,9 +20,13 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import ConfigDict
+
+from protocol.extras import extra
+
+with extra("retrieval", feature="the document store"):
+    import numpy as np
+    import numpy.typing as npt
 
 from protocol.payloads import Passage
 

@@ -20,10 +20,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lancedb
-import numpy as np
-import pyarrow as pa
-from lancedb.index import FTS, BTree, IvfHnswSq
+from protocol.extras import extra
+
+with extra("retrieval", feature="the LanceDB store"):
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+    from lancedb.index import FTS, BTree, IvfHnswSq
 
 from agents.retriever.store.base import (
     HIT_FIELDS,

@@ -7,9 +7,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from weaviate import WeaviateAsyncClient
-from weaviate.classes.init import AdditionalConfig, Auth, Timeout
-from weaviate.connect import ConnectionParams
+from protocol.extras import extra
+
+with extra("retrieval", feature="the Weaviate store"):
+    from weaviate import WeaviateAsyncClient
+    from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+    from weaviate.connect import ConnectionParams
 
 from agents.retriever.store.base import StoreUnavailable
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import httpx
 from grpc import StatusCode
 from grpc.aio import AioRpcError
-from weaviate.exceptions import (
-    InsufficientPermissionsError,
-    UnexpectedStatusCodeError,
-    WeaviateBaseError,
-    WeaviateClosedClientError,
-    WeaviateConnectionError,
-    WeaviateGRPCUnavailableError,
-    WeaviateRetryError,
-    WeaviateStartUpError,
-    WeaviateTimeoutError,
-)
+
+from protocol.extras import extra
+
+with extra("retrieval", feature="the Weaviate store"):
+    from weaviate.exceptions import (
+        InsufficientPermissionsError,
+        UnexpectedStatusCodeError,
+        WeaviateBaseError,
+        WeaviateClosedClientError,
+        WeaviateConnectionError,
+        WeaviateGRPCUnavailableError,
+        WeaviateRetryError,
+        WeaviateStartUpError,
+        WeaviateTimeoutError,
+    )
 
 from agents.retriever.store.base import StoreError, StoreUnavailable
 

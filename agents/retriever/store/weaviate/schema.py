@@ -20,9 +20,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from weaviate.classes.config import DataType, Property, Tokenization
-from weaviate.classes.query import Filter, FilterReturn
-from weaviate.collections.classes.aggregate import AggregateInteger, AggregateText
+from protocol.extras import extra
+
+with extra("retrieval", feature="the Weaviate store"):
+    from weaviate.classes.config import DataType, Property, Tokenization
+    from weaviate.classes.query import Filter, FilterReturn
+    from weaviate.collections.classes.aggregate import AggregateInteger, AggregateText
 
 from agents.retriever.store.base import (
     HIT_FIELDS,

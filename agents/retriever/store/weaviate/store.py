@@ -24,16 +24,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-import numpy as np
-from weaviate import WeaviateAsyncClient
-from weaviate.classes.config import Configure, VectorDistances
-from weaviate.classes.data import DataObject
-from weaviate.classes.query import Filter, FilterReturn, HybridFusion, MetadataQuery, Metrics
-from weaviate.collections import CollectionAsync
-from weaviate.collections.classes.aggregate import GroupByAggregate
-from weaviate.collections.classes.config import CollectionConfig, CollectionConfigSimple
-from weaviate.exceptions import WeaviateInsertManyAllFailedError
-from weaviate.util import generate_uuid5
+from protocol.extras import extra
+
+with extra("retrieval", feature="the Weaviate store"):
+    import numpy as np
+    from weaviate import WeaviateAsyncClient
+    from weaviate.classes.config import Configure, VectorDistances
+    from weaviate.classes.data import DataObject
+    from weaviate.classes.query import Filter, FilterReturn, HybridFusion, MetadataQuery, Metrics
+    from weaviate.collections import CollectionAsync
+    from weaviate.collections.classes.aggregate import GroupByAggregate
+    from weaviate.collections.classes.config import CollectionConfig, CollectionConfigSimple
+    from weaviate.exceptions import WeaviateInsertManyAllFailedError
+    from weaviate.util import generate_uuid5
 
 from agents.retriever.store.base import (
     Chunk,
