@@ -25,28 +25,39 @@ async def child_servers(
     serve their card. Valkey is theirs (``REDIS_URL``); everything stops on the way out."""
     valkey = start_valkey()
     ports = {kind: free_port() for kind in kinds}
-    env = {**os.environ, "REDIS_URL": valkey.connection_url, "SCRIPTORIUM_REDIS_PREFIX": prefix}
-    children = [
-        subprocess.Popen([sys.executable, "-m", module, kind, str(port)], env=env)  # noqa: ASYNC220
+    # The plain-HTTP and bare-SDK servers compared have no authentication: ours runs without
+    # it too, so the figures compare the same work.
+    env = {
+        **os.environ,
+        "REDIS_URL": valkey.connection_url,
+        "SCRIPTORIUM_REDIS_PREFIX": prefix,
+        "SCRIPTORIUM_AUTH": "off",
+    }
+    children = {
+        kind: subprocess.Popen([sys.executable, "-m", module, kind, str(port)], env=env)  # noqa: ASYNC220
         for kind, port in ports.items()
-    ]
+    }
     urls = {kind: f"http://127.0.0.1:{port}" for kind, port in ports.items()}
     try:
         async with httpx.AsyncClient(timeout=5.0) as http:
-            for url in urls.values():
-                await _wait_up(http, url + CARD_PATH, timeout_s)
+            for kind, url in urls.items():
+                await _wait_up(http, url + CARD_PATH, children[kind], timeout_s)
         yield urls
     finally:
-        for child in children:
+        for child in children.values():
             child.terminate()
-        for child in children:
+        for child in children.values():
             child.wait(10)
         valkey.stop()
 
 
-async def _wait_up(http: httpx.AsyncClient, url: str, timeout_s: float) -> None:
+async def _wait_up(
+    http: httpx.AsyncClient, url: str, child: subprocess.Popen[bytes], timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited ({child.returncode}); see its stderr")
         with contextlib.suppress(httpx.HTTPError):
             if (await http.get(url)).status_code < 500:
                 return
