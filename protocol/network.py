@@ -58,7 +58,7 @@ def address_kind(ip: IPAddress) -> str | None:
     return None
 
 
-async def resolve(host: str, port: int, *, timeout_s: float) -> list[str]:
+async def host_addresses(host: str, port: int, *, timeout_s: float) -> list[str]:
     """Every address ``host`` resolves to (without blocking the event loop)."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout_s):

@@ -28,7 +28,7 @@ from protocol.cards import (
     card_to_dict,
     validate_card,
 )
-from protocol.network import address_allowed, parse_networks, resolve
+from protocol.network import address_allowed, host_addresses, parse_networks
 from protocol.signing import UNKNOWN_KEY, UNSIGNED, CardKey, CardSignatureError, verify_card
 from registry.errors import (
     InvalidCard,
@@ -124,7 +124,7 @@ class CardAdmission:
 
     async def _check_host(self, host: str, port: int) -> None:
         try:
-            addresses = await resolve(host, port, timeout_s=self.settings.connect_timeout_s)
+            addresses = await host_addresses(host, port, timeout_s=self.settings.connect_timeout_s)
             error = None
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not IDNA-encodable
             addresses, error = [], str(exc) or type(exc).__name__

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import httpx
 
 from agents.inference import metrics
-from agents.inference.model import resolve
+from agents.inference.model import model_to_load
 from agents.inference.settings import InferenceSettings
 from agents.inference.upstream import Upstream, UpstreamError
 from protocol.extras import require
@@ -119,7 +119,7 @@ class ManagedEngine:
         self.settings = settings
         # Raise MissingExtra or ModelError (with how to fix it) before anything starts.
         require("cpu", "gpu", feature="the managed vLLM engine", modules=("vllm",))
-        self.model_path = resolve(settings.model, settings.resolved_model_cache_dir)
+        self.model_path = model_to_load(settings.model, settings.resolved_model_cache_dir)
         self.socket_path = str(
             Path(tempfile.gettempdir()) / f"scriptorium-vllm-{os.getpid()}-{secrets.token_hex(3)}"
         )

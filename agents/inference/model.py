@@ -71,7 +71,7 @@ def verify(folder: Path) -> list[str]:
     return prepared.verify(folder, MANIFEST)
 
 
-def resolve(model: str, cache_dir: Path) -> str:
+def model_to_load(model: str, cache_dir: Path) -> str:
     """What vLLM should load for ``model``: a packaged name, a folder, or a hub id.
 
     Raises :class:`ModelError` for a packaged model that has not been prepared.

@@ -14,7 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from agents.inference.agent import parts
-from agents.inference.model import DEFAULT_MODEL, MANIFEST, ModelError, prepare, resolve, verify
+from agents.inference.model import (
+    DEFAULT_MODEL,
+    MANIFEST,
+    ModelError,
+    model_to_load,
+    prepare,
+    verify,
+)
 from agents.inference.settings import InferenceSettings
 from agents.scaffold.settings import AgentSettings
 from protocol.client import call_skill, http_client, open_client
@@ -77,10 +84,10 @@ async def test_an_agent_whose_engine_is_down_says_so_and_stays_unregistered(
 
 def test_a_missing_model_says_how_to_prepare_it(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="scriptorium model prepare"):
-        resolve(DEFAULT_MODEL, tmp_path)
+        model_to_load(DEFAULT_MODEL, tmp_path)
     with pytest.raises(ModelError, match="unknown model"):
-        resolve("no-such-model", tmp_path)
-    assert resolve("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
+        model_to_load("no-such-model", tmp_path)
+    assert model_to_load("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
     env = {**os.environ, "SCRIPTORIUM_MODEL_CACHE_DIR": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-m", "scriptorium", "agent", "inference", "--port", "0"],

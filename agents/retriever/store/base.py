@@ -131,7 +131,7 @@ class UpsertReport:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-async def resolve(vector: QueryVector) -> Vector:
+async def awaited_vector(vector: QueryVector) -> Vector:
     """The vector itself, awaiting it if it is still being computed."""
     if inspect.isawaitable(vector):
         return await vector

@@ -42,11 +42,11 @@ from agents.retriever.store.base import (
     StoreError,
     StoreUnavailable,
     UpsertReport,
+    awaited_vector,
     check_collection,
     discard,
     hit_from_row,
     relative_score_fusion,
-    resolve,
     stored_fields,
 )
 
@@ -338,7 +338,7 @@ class LanceStore(DocumentStore):
         if vector is not None:
             query = (
                 table.query()
-                .nearest_to(self._query_vector(await resolve(vector)))
+                .nearest_to(self._query_vector(await awaited_vector(vector)))
                 .distance_type("cosine")
                 .nprobes(self.nprobes)
                 .ef(max(self.ef, n))

@@ -15,10 +15,10 @@ from protocol.network import (
     IPNetwork,
     address_allowed,
     address_kind,
+    host_addresses,
     parse_address,
     parse_network,
 )
-from protocol.network import resolve as _resolve
 
 MAX_URL_CHARS = 2048
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class PushUrlPolicy:
         self.allow_private = allow_private
         self.allowed_names = frozenset(names)
         self.allowed_networks = tuple(networks)
-        self._resolve = resolve or partial(_resolve, timeout_s=timeout_s)
+        self._resolve = resolve or partial(host_addresses, timeout_s=timeout_s)
         self._timeout_s = timeout_s
 
     async def __call__(self, url: str) -> bool:

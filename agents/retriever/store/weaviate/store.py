@@ -48,8 +48,8 @@ from agents.retriever.store.base import (
     StoreError,
     StoreUnavailable,
     UpsertReport,
+    awaited_vector,
     hit_from_row,
-    resolve,
 )
 from agents.retriever.store.weaviate.connection import open_client, quietly_close, server_version
 from agents.retriever.store.weaviate.errors import brief, translate
@@ -533,7 +533,7 @@ class WeaviateStore(DocumentStore):
     async def _query(self, collection: str, search: HybridSearch) -> list[Hit]:
         """Weaviate's hybrid search with relative score fusion; scores are the fused ones."""
         where = where_filter(search.filters)
-        values: list[float] = self._query_vector(await resolve(search.vector)).tolist()
+        values: list[float] = self._query_vector(await awaited_vector(search.vector)).tolist()
         return await self._search(
             collection,
             "run a hybrid query",
