@@ -36,7 +36,7 @@ async def slow(call: SkillCall) -> None:
     await call.progress("started", step=1)
     SLOW_STARTED.set()
     try:
-        await asyncio.sleep(60)  # the stub never finishes on its own: only a cancel ends it
+        await asyncio.Event().wait()  # never set: only a cancel ends the stub
     except asyncio.CancelledError:
         SLOW_CANCELLED.set()
         raise

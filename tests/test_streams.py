@@ -52,7 +52,7 @@ async def hold(call: SkillCall) -> None:
     await call.progress("holding")
     RUNNING[key].set()
     try:
-        await asyncio.sleep(60)  # the stub never finishes on its own: only a cancel ends it
+        await asyncio.Event().wait()  # never set: only a cancel ends the stub
     except asyncio.CancelledError:
         STOPPED[key].set()
         raise
