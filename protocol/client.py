@@ -89,6 +89,13 @@ class SkillFailed(RuntimeError):
         super().__init__(f"task {task.id} ended {state}: {self.reason}")
 
 
+class NotDelivered(ConnectionError):
+    """A request that reached no agent: no connection was made, so no task exists.
+
+    Sending it again, to this agent or another instance, cannot duplicate work.
+    """
+
+
 def http_client(
     *,
     connect_timeout_s: float = 3.0,
@@ -281,7 +288,8 @@ async def call_skill(
     """Send a skill request, follow its stream, and return the completed task.
 
     With ``result=Model`` the last data artifact is returned parsed as ``Model`` instead.
-    Raises :class:`SkillFailed` when the task fails, is canceled or rejected. When the
+    Raises :class:`SkillFailed` when the task fails, is canceled or rejected, and
+    :class:`NotDelivered` when no connection could be made (nothing was sent). When the
     caller is cancelled mid-call, the remote task is cancelled too.
 
     A stream that breaks off (connection lost, replica gone) is resumed with SubscribeToTask
@@ -324,11 +332,16 @@ async def _follow(
     span: Span,
 ) -> Task:
     """Send the request and follow its stream, resuming it when it breaks off, until the
-    task settles; returns the task however it ended. ``span`` learns the task's ids."""
+    task settles; returns the task however it ended. ``span`` learns the task's ids.
+
+    Raises :class:`NotDelivered` when the request could not be sent at all.
+    """
+    agent = _AGENT_NAMES.get(client, "")
     task: Task | None = None
     cursor = 0
     failures = 0  # resumes in a row that brought nothing new
-    stream = client.send_message(skill_message(skill, payload, context_id=context_id))
+    message = skill_message(skill, payload, context_id=context_id)
+    stream = client.send_message(message)
     while True:
         progressed = False
         try:
@@ -355,6 +368,10 @@ async def _follow(
                 await _cancel_quietly(client, task.id)
             raise
         except Exception as exc:
+            if task is None and never_connected(exc):
+                raise NotDelivered(
+                    f"could not connect to the {agent or skill} agent: {exc}"
+                ) from exc
             failures = 0 if progressed else failures + 1
             # A task a moment old may not be stored yet where the resume lands: try again.
             retry = is_unreachable(exc) or (task is not None and isinstance(exc, TaskNotFoundError))
@@ -392,6 +409,16 @@ def http_status(exc: BaseException) -> int | None:
             return seen.response.status_code
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def never_connected(exc: BaseException) -> bool:
+    """Whether a call failed before any connection was made (the request was never sent)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.ConnectError | httpx.ConnectTimeout | NotDelivered):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def is_unreachable(exc: BaseException) -> bool:

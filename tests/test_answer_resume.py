@@ -83,16 +83,18 @@ async def test_fault_answers_survive_100_dropped_streams_and_a_replica_restart(
     ) as http:
         peers = Peers(RegistryClient(stack.registry_url, http), http, caller="test")
         asked = 0
-        while transport.remaining > 0 and asked < 60:
-            question = questions[asked % len(questions)]
-            if asked == 2:  # a rolling restart of one replica while answers stream
-                restarted.append(asyncio.create_task(restart()))
-            answer, streamed = await _answer(peers, question, collection)
-            asked += 1
-            expected, expected_stream = calm[question]
-            assert streamed == expected_stream, f"tokens lost or repeated (answer {asked})"
-            assert _comparable(answer) == _comparable(expected), f"answer {asked} differs"
-    await asyncio.gather(*restarted)
+        try:
+            while transport.remaining > 0 and asked < 60:
+                question = questions[asked % len(questions)]
+                if asked == 2:  # a rolling restart of one replica while answers stream
+                    restarted.append(asyncio.create_task(restart()))
+                answer, streamed = await _answer(peers, question, collection)
+                asked += 1
+                expected, expected_stream = calm[question]
+                assert streamed == expected_stream, f"tokens lost or repeated (answer {asked})"
+                assert _comparable(answer) == _comparable(expected), f"answer {asked} differs"
+        finally:  # the restart ends before the fixture stops the replica, pass or fail
+            await asyncio.gather(*restarted)
     assert transport.dropped == DROPS
 
     def back() -> bool:

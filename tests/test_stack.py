@@ -41,9 +41,10 @@ def test_all_five_agents_are_healthy_with_their_skills(stack: Stack) -> None:
 
 def test_discovery_by_skill_and_tag(stack: Stack) -> None:
     by_skill = httpx.get(f"{stack.registry_url}/agents", params={"skill": "search"}, timeout=5)
-    assert [r["name"] for r in by_skill.json()] == ["retriever"]
+    # Names, not instances: other tests on this shared stack add and remove replicas.
+    assert {r["name"] for r in by_skill.json()} == {"retriever"}
     by_tag = httpx.get(f"{stack.registry_url}/agents", params={"tag": "citations"}, timeout=5)
-    assert sorted(r["name"] for r in by_tag.json()) == ["critic", "orchestrator", "writer"]
+    assert {r["name"] for r in by_tag.json()} == {"critic", "orchestrator", "writer"}
 
 
 @pytest.mark.parametrize(("agent", "skill"), [("writer", "write"), ("critic", "critique")])

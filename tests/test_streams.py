@@ -8,6 +8,7 @@ replica with SubscribeToTask and the resume cursor. Nothing may be lost or repea
 from __future__ import annotations
 
 import asyncio
+import socket
 import warnings
 from collections.abc import AsyncIterator
 
@@ -23,13 +24,16 @@ from a2a.types import (
     TaskState,
 )
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+from pydantic import BaseModel
 
 from agents.scaffold.app import AgentParts, create_agent_app
 from agents.scaffold.executor import SkillCall
+from agents.scaffold.peers import Peers, PeerUnavailable
 from agents.scaffold.settings import AgentSettings
 from protocol.cards import CardSpec, Skill
 from protocol.client import A2A_VERSION_HEADER, call_skill, open_client, skill_message
 from protocol.streams import RESUME_EXTENSION, event_sequence, resume_parameters
+from registry.records import AgentRecord
 from scriptorium.faults import DroppingTransport
 from scriptorium.testing import running_agent, wait_for
 
@@ -44,6 +48,11 @@ async def count(call: SkillCall) -> None:
     for i in range(n):
         await call.stream_text("numbers", f"{i} ", last=i == n - 1)
         await asyncio.sleep(0.005)  # the stub's pace: chunks arrive apart, as a model's do
+
+
+async def echo(call: SkillCall) -> None:
+    """Return the request's data as the result."""
+    await call.emit(call.data())
 
 
 async def hold(call: SkillCall) -> None:
@@ -62,9 +71,11 @@ PARTS = AgentParts(
     card=CardSpec(
         name="streamer",
         description="Streams numbers.",
-        skills=[Skill(id=s, name=s, description=s, tags=["test"]) for s in ("count", "hold")],
+        skills=[
+            Skill(id=s, name=s, description=s, tags=["test"]) for s in ("count", "echo", "hold")
+        ],
     ),
-    handlers={"count": count, "hold": hold},
+    handlers={"count": count, "echo": echo, "hold": hold},
 )
 EXPECTED = "".join(f"{i} " for i in range(CHUNKS))
 
@@ -219,3 +230,58 @@ async def test_the_sdk_multi_replica_pitfalls_are_not_set_up(settings: AgentSett
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "queue_manager" in m or "cross-replica" in m], messages
     assert app is not None
+
+
+class Count(BaseModel):
+    n: int
+
+
+class Listed:
+    """A directory listing fixed records, best first (what the registry lists is not under
+    test here: a stopped instance still listed is, whatever the registry's timing)."""
+
+    def __init__(self, records: list[AgentRecord]) -> None:
+        self.records = records
+
+    async def discover(self, skill: str | None = None, tag: str | None = None) -> list[AgentRecord]:
+        return [r for r in self.records if skill is None or skill in r.skills]
+
+    async def get(self, instance_id: str) -> AgentRecord | None:
+        return next((r for r in self.records if r.id == instance_id), None)
+
+
+def _moved(record: AgentRecord, instance_id: str, url: str) -> AgentRecord:
+    """``record`` as if its instance were served at ``url``."""
+    fields = record.model_dump(exclude={"card"})
+    fields.update(id=instance_id, url=url, card_json=record.card_json.replace(record.url, url))
+    return AgentRecord.model_validate(fields)
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once closed
+
+
+async def test_an_instance_that_refuses_connections_is_passed_over_for_the_next(
+    replicas: tuple[str, str], settings: AgentSettings
+) -> None:
+    async with Peers.connect(settings, caller="test") as registered:
+        found: list[AgentRecord] = []
+
+        async def listed() -> bool:
+            found[:] = [
+                r for r in await registered.directory.discover("echo") if r.id == "streamer-a"
+            ]
+            return bool(found)
+
+        await wait_for(listed, 10, "streamer-a registered")
+        dead = [_moved(found[0], f"streamer-gone-{n}", _closed_port_url()) for n in (1, 2)]
+        peers = Peers(Listed([*dead, found[0]]), registered.http, caller="test")
+        echoed = await peers.call("echo", Count(n=3), result=Count)
+        assert echoed == Count(n=3)  # the live instance answered, after two refused
+        peers = Peers(Listed(dead), registered.http, caller="test")
+        with pytest.raises(PeerUnavailable) as caught:
+            await peers.call("echo", Count(n=3), result=Count)
+    assert "streamer-gone-1" in str(caught.value)
+    assert "streamer-gone-2" in str(caught.value)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -28,7 +28,14 @@ from pydantic import BaseModel
 
 from agents.scaffold.executor import SkillError
 from protocol.cards import card_from_dict
-from protocol.client import SkillFailed, UpdateCallback, call_skill, http_client, is_unreachable
+from protocol.client import (
+    NotDelivered,
+    SkillFailed,
+    UpdateCallback,
+    call_skill,
+    http_client,
+    is_unreachable,
+)
 from protocol.client import open_client as open_a2a_client
 from protocol.settings import CommonSettings
 from protocol.signing import CardSignatureError, CardTrustSettings, TrustedKeys
@@ -43,6 +50,8 @@ from registry.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+#: How many instances one call tries when those before could not be connected to.
+MAX_INSTANCES_TRIED = 4
 
 
 class Directory(Protocol):
@@ -119,20 +128,30 @@ class Peers:
             trusted = CardTrustSettings(**settings.model_dump()).trusted_keys()
             yield cls(RegistryClient(url, http), http, caller=caller, trusted_keys=trusted)
 
-    async def find(self, skill: str) -> AgentRecord:
-        """The healthy instance offering ``skill`` with the most free capacity."""
+    async def find(self, skill: str, *, passing_over: Collection[str] = ()) -> AgentRecord:
+        """The healthy instance offering ``skill`` with the most free capacity.
+
+        Instances whose ids are in ``passing_over`` (found unreachable) are not chosen.
+        """
         try:
             records = await self.directory.discover(skill)
         except RegistryError as exc:
             raise PeerUnavailable(str(exc)) from exc
         if not records:
             records = await self._offering_privately(skill)
-        if not records:
+        reachable = [r for r in records if r.id not in passing_over]
+        if not reachable and passing_over:
+            raise PeerUnavailable(
+                f"no agent offering skill {skill!r} could be reached "
+                f"(connection failed: {', '.join(passing_over)}); is it running? "
+                "(`scriptorium agents` lists what is registered)"
+            )
+        if not reachable:
             raise PeerUnavailable(
                 f"no healthy agent offers skill {skill!r}; is it running? "
                 "(`scriptorium agents` lists what is registered)"
             )
-        return records[0]
+        return reachable[0]
 
     async def _offering_privately(self, skill: str) -> list[AgentRecord]:
         """Healthy instances whose authenticated extended card (not the public one, which
@@ -185,13 +204,42 @@ class Peers:
         context_id: str | None = None,
         on_update: UpdateCallback | None = None,
     ) -> M:
-        """Call ``skill`` on ``record`` (default: the best instance offering it)."""
-        record = record or await self.find(skill)
+        """Call ``skill`` on ``record``, or on the best instance offering it.
+
+        Without ``record``, an instance that cannot be connected to (stopped, not yet
+        deregistered) is passed over for the next best: the request never reached it.
+        """
+        if record is not None:
+            return await self._call_on(record, skill, payload, result, context_id, on_update)
+        unreachable: list[str] = []
+        for _ in range(MAX_INSTANCES_TRIED):
+            record = await self.find(skill, passing_over=unreachable)
+            try:
+                return await self._call_on(record, skill, payload, result, context_id, on_update)
+            except NotDelivered as exc:
+                log.warning(
+                    "instance unreachable; trying the next",
+                    extra={"instance_id": record.id, "error": str(exc)},
+                )
+                unreachable.append(record.id)
+        raise PeerUnavailable(
+            f"none of {len(unreachable)} instances offering skill {skill!r} could be reached "
+            f"({', '.join(unreachable)}); check them with `scriptorium agents`"
+        )
+
+    async def _call_on(
+        self,
+        record: AgentRecord,
+        skill: str,
+        payload: BaseModel,
+        result: type[M],
+        context_id: str | None,
+        on_update: UpdateCallback | None,
+    ) -> M:
         client = await self.client(record)
-        bound = record
 
         async def reconnect() -> Client:
-            return await self.client(await self._replica(bound, skill))
+            return await self.client(await self._replica(record, skill))
 
         return await call_skill(
             client,
