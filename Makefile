@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 ENGINE ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 EXTRAS := dev,retrieval,adk,$(ENGINE)
 STAMP := $(VENV)/.setup-$(ENGINE)
+# The deployment checks' tools: Python ones from the `deploy` extra, npm ones in .tools/.
+TOOLS := .tools
+DEPLOY_STAMP := $(VENV)/.deploy-tools
+NPM_STAMP := $(TOOLS)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
@@ -55,7 +59,10 @@ demo: setup model ## Start the stack on embedded defaults, ingest a demo corpus,
 up: setup model ## Run the stack until Ctrl-C (live table of agents).
 	$(BIN)/scriptorium up
 
-test: setup lint lint-deploy typecheck pytest ## Lint, type-check and run the whole test suite.
+# Everything is installed first; then the checks run beside the tests (mypy and ruff take one
+# core, the tests seldom both): any failure still fails `make test`, once the tests end.
+test: setup $(DEPLOY_STAMP) $(NPM_STAMP) ## Lint, type-check and run the whole test suite.
+	@$(MAKE) --no-print-directory -j4 lint lint-deploy typecheck pytest
 
 lint: setup ## ruff lint and format check.
 	$(BIN)/ruff check .
@@ -68,10 +75,6 @@ format: setup ## Apply ruff fixes and formatting.
 # Deployment checks (compose/lint/lint_deploy.py): Python tools from the `deploy` extra, npm
 # tools pinned by compose/lint/package-lock.json in .tools/ (each installed once, again only
 # when its pins change).
-TOOLS := .tools
-DEPLOY_STAMP := $(VENV)/.deploy-tools
-NPM_STAMP := $(TOOLS)/.installed
-
 $(DEPLOY_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[deploy]"
 	@touch $@

@@ -196,7 +196,10 @@ async def test_critic_catches_a_planted_unsupported_sentence(stack: Stack) -> No
 async def test_unanswerable_question_says_the_documents_do_not_say(
     stack: Stack, collection: str
 ) -> None:
-    result = await answer(stack, collection, "Which team won the 1998 FIFA World Cup final?")
+    # Short drafts (48 tokens): the rounds run out the same way, in a third of the time.
+    result = await answer(
+        stack, collection, "Which team won the 1998 FIFA World Cup final?", max_tokens=48
+    )
     check_invariants(result)
     assert result.abstained
     assert "do not say" in result.text
@@ -342,7 +345,8 @@ async def replicas(stack_factory: StackFactory, inference_url: str) -> AsyncIter
     )
     sputnik = [d for d in corpus() if d.id in ("wiki/Sputnik 1", "wiki/Yuri Gagarin")]
     await ingest(team.registry_url, "default", sputnik)
-    return team
+    yield team
+    await asyncio.to_thread(team.stop)  # its processes do not idle through later modules
 
 
 async def test_fault_writer_killed_mid_question_is_rebound_and_the_question_completes(

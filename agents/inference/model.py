@@ -195,8 +195,8 @@ def _convert(gguf: Path, out: Path, progress: Progress) -> None:
     # memory are plain tensors already.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None  # type: ignore[assignment]
-    model.is_quantized = False  # type: ignore[assignment]
+    model.hf_quantizer = None
+    model.is_quantized = False
     progress("saving bf16 safetensors and the tokenizer")
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

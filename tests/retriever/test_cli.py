@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,10 @@ WORDS = ["pollination", "honeycombs", "beekeepers", "nectarines", "swarming"]
 
 
 @pytest.fixture(scope="module")
-def stack(stack_factory: StackFactory) -> Stack:
-    return stack_factory(agents=("retriever",), env={"SCRIPTORIUM_MAX_REQUEST_BYTES": str(LIMIT)})
+def stack(stack_factory: StackFactory) -> Iterator[Stack]:
+    team = stack_factory(agents=("retriever",), env={"SCRIPTORIUM_MAX_REQUEST_BYTES": str(LIMIT)})
+    yield team
+    team.stop()  # its processes do not idle through later modules
 
 
 @pytest.fixture
