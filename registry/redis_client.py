@@ -288,6 +288,10 @@ async def listen(
                     if message.get("type") == "message":
                         await handle(message["data"])
         except (RedisError, OSError) as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # Closing the subscription failed while it was being cancelled: stop anyway.
+                raise asyncio.CancelledError from exc
             extra = {"channel": channel, "error": str(exc)}
             log.warning("subscription lost; subscribing again", extra=extra)
             await asyncio.sleep(retry_s)

@@ -6,12 +6,14 @@ the test stops and starts again. The client waits at most 8 s, as a careless one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from a2a.client import Client
 from a2a.types import GetTaskRequest, TaskState
 
@@ -22,6 +24,7 @@ from agents.scaffold.tasks.writer import STORE_UNREACHABLE
 from protocol.cards import JSONRPC_PATH, REST_PATH, CardSpec, Skill
 from protocol.client import A2A_VERSION_HEADER, call_skill, open_client, skill_message, task_data
 from protocol.errors import TaskStoreUnavailableError
+from registry.redis_client import listen
 from scriptorium.testing import running_agent, wait_for
 from tests.conftest import RestartableValkey
 
@@ -169,3 +172,37 @@ async def test_fault_redis_down_is_logged_as_one_warning_line(
     assert all(r.levelno < logging.ERROR and r.exc_info is None for r in sdk), [
         (r.name, r.levelname, r.getMessage()) for r in sdk if r.levelno >= logging.ERROR
     ]
+
+
+async def test_a_subscription_ends_when_cancelled_even_while_redis_is_away(
+    own_valkey: RestartableValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = aioredis.from_url(own_valkey.url)
+    heard: list[bytes] = []
+
+    async def note(message: bytes) -> None:
+        heard.append(message)
+
+    listener = asyncio.create_task(listen(client, "news", note, retry_s=0.001))
+    try:
+
+        async def subscribed() -> bool:
+            counts = await client.pubsub_numsub("news")
+            return bool(counts and counts[0][1] == 1)
+
+        await wait_for(subscribed, 10, "the listener subscribed")
+        await client.publish("news", b"first")
+        await wait_for(lambda: heard == [b"first"], 10, "the message was handled")
+        with caplog.at_level(logging.WARNING, logger="registry.redis_client"):
+            own_valkey.stop()
+            await wait_for(
+                lambda: sum("subscription lost" in r.message for r in caplog.records) > 2,
+                10,
+                "the listener retried against the stopped Valkey",
+            )
+        listener.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(listener, 5)  # stops: not one more retry
+    finally:
+        listener.cancel()
+        await client.aclose()
