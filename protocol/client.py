@@ -336,7 +336,6 @@ async def _follow(
 
     Raises :class:`NotDelivered` when the request could not be sent at all.
     """
-    agent = _AGENT_NAMES.get(client, "")
     task: Task | None = None
     cursor = 0
     failures = 0  # resumes in a row that brought nothing new
@@ -369,9 +368,7 @@ async def _follow(
             raise
         except Exception as exc:
             if task is None and never_connected(exc):
-                raise NotDelivered(
-                    f"could not connect to the {agent or skill} agent: {exc}"
-                ) from exc
+                raise NotDelivered(f"could not connect to send {skill!r}: {exc}") from exc
             failures = 0 if progressed else failures + 1
             # A task a moment old may not be stored yet where the resume lands: try again.
             retry = is_unreachable(exc) or (task is not None and isinstance(exc, TaskNotFoundError))
